@@ -1,0 +1,5 @@
+"""Optimizers."""
+
+from volreg.optim.keras_adam import KerasAdam
+
+__all__ = ["KerasAdam"]
