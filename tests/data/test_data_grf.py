@@ -213,5 +213,5 @@ def test_no_test_split_when_n_test_zero(small_grf):
 def test_invalid_grf_setting_rejected(small_grf, setting, value, message):
     small_grf["grf"][setting] = value
 
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ValueError, match=message):
         VolumeDataModule(**small_grf).describe()

@@ -61,8 +61,9 @@ class NonFiniteCount:
 
     def raise_if_any(self) -> None:
         if self.count:
+            values = "value" if self.count == 1 else "values"
             raise DataError(
                 f"{self.reader.label} with shape {self.reader.shape} contains {self.count} "
-                f"non-finite values (NaN or inf); the first is at index {self.first} "
+                f"non-finite {values} (NaN or inf); the first is at index {self.first} "
                 f"(sample {self.first[0]}). Remove or repair those samples."
             )

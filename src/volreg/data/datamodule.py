@@ -93,6 +93,8 @@ class VolumeDataModule(L.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if self.source == "grf":
+            sources.grf_settings(self.grf)  # fail at construction, not at setup
         if self.on_device and (self.num_workers > 0 or self.pin_memory):
             raise DataError(
                 "data.on_device=true keeps batches on the device already, so it cannot be "

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from volreg.data.errors import DataError
+from volreg.options import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ def check_settings(
                 f"invalid data.grf.n_{split}={size}: the {split} split needs at least one "
                 "volume (only n_test may be 0, meaning no test set)"
             )
+    for name in targets:
+        check_choice("data.grf.targets", name, TARGETS)
     if len(targets) == 0 or len(set(targets)) != len(targets):
         raise DataError(
             f"invalid data.grf.targets={list(targets)}: give one or both of {list(TARGETS)}, "
