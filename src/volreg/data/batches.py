@@ -63,8 +63,15 @@ class TensorBatches(Dataset):
         if len(indices) and indices[-1] - indices[0] + 1 == len(indices):
             rows = slice(int(indices[0]), int(indices[-1]) + 1)  # a view, no gather
             return self.volumes[rows], self.targets[rows]
+        if self.volumes.device.type == "cpu":
+            # numpy's gather is single-threaded. torch's index_select on CPU took 7 µs to 7 ms
+            # per batch on a loaded 2-core machine, as its thread pool competed for the cores.
+            return (
+                torch.from_numpy(self.volumes.numpy()[indices]),
+                torch.from_numpy(self.targets.numpy()[indices]),
+            )
         index = torch.from_numpy(indices).to(self.volumes.device)
-        return self.volumes[index], self.targets[index]
+        return self.volumes.index_select(0, index), self.targets.index_select(0, index)
 
 
 class LazyBatches(Dataset):
