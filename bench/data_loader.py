@@ -1,7 +1,7 @@
 """Measure batches/s of VolumeDataModule's in-memory path against a TensorDataset DataLoader.
 
-Both serve the same float32 (N, 1, D, H, W) volumes and (N, 1) targets from CPU memory with a
-new random order each epoch and no workers; no model runs, so this times data serving alone.
+Both serve the same float32 (N, 1, D, H, W) volumes and (N, 1) targets from CPU memory, with a
+new random order each epoch and no workers. No model runs, so this times data serving alone.
 
     python bench/data_loader.py --samples 4000 --size 16 --batch-size 16 --epochs 5
 """

@@ -235,13 +235,15 @@ def test_more_targets_than_model(tmp_path, arrays):
     message = str(error.value)
     assert "data.npz" in message
     assert "key 'Xtr'" in message
-    assert "2 targets per sample but the model predicts 1" in message
+    assert "2 target(s) per sample but the model predicts 1" in message
 
 
 def test_fewer_targets_than_model(small_grf):
     data = VolumeDataModule(**small_grf)
 
-    with pytest.raises(ModelMismatchError, match="1 targets per sample but the model predicts 2"):
+    with pytest.raises(
+        ModelMismatchError, match="1 target\\(s\\) per sample but the model predicts 2"
+    ):
         data.check_model_fit(in_channels=1, volume_shape=(8, 8, 8), num_targets=2)
 
 

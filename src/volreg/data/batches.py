@@ -19,8 +19,8 @@ class EpochBatchSampler(Sampler[np.ndarray]):
     """Sorted index batches over ``length`` samples; the last partial batch is kept.
 
     With ``shuffle`` the order is a new permutation each epoch, drawn from (seed, epoch), so a
-    seeded run repeats exactly; the indices inside each batch are sorted, which lets lazily read
-    files be read front to back and does not change what a batch contains. Without a
+    seeded run repeats exactly. The indices inside each batch are sorted, so lazily read files
+    are read front to back; this does not change what a batch contains. Without a
     ``set_epoch`` call the epoch advances by one each time the sampler is iterated.
     """
 

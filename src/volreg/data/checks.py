@@ -7,8 +7,11 @@ from volreg.data.files import ArrayReader
 
 
 def check_input_dtype(reader: ArrayReader) -> None:
-    """Reject inputs that are not floating point: integer or boolean volumes are usually labels,
-    masks or unscaled images saved under the wrong name."""
+    """Reject inputs that are not floating point.
+
+    Integer or boolean volumes are usually labels, masks or unscaled images saved under the
+    wrong key, and a float32 network cannot take them as they are.
+    """
     if not np.issubdtype(reader.dtype, np.floating):
         raise DataError(
             f"{reader.label} has dtype {reader.dtype} and shape {reader.shape}: expected "

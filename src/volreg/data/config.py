@@ -99,7 +99,7 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool = False
     seed: int = 0
-    cache_dir: str = "${oc.env:VOLREG_CACHE,~/.cache/volreg}"
+    cache_dir: str = "${oc.env:VOLREG_CACHE,'~/.cache/volreg'}"
 
 
 def settings_from(cls: type, value: Any, prefix: str) -> Any:

@@ -28,12 +28,12 @@ SPLITS = ("train", "val", "test")
 
 
 def default_cache_dir() -> Path:
-    """``$VOLREG_CACHE`` if set, else ``~/.cache/volreg``."""
+    """Return the GRF cache folder: ``$VOLREG_CACHE`` if set, else ``~/.cache/volreg``."""
     return Path(os.environ.get("VOLREG_CACHE", "~/.cache/volreg")).expanduser()
 
 
 class VolumeDataModule(L.LightningDataModule):
-    """Serves x float32 (N, C, D, H, W) and y float32 (N, P) for train, val, test and predict.
+    """Data module serving x float32 (N, C, D, H, W), y float32 (N, P) for every stage.
 
     ``describe()``, and the properties ``in_channels``, ``volume_shape``, ``num_targets`` and
     ``target_names`` built on it, work before ``setup``: they read file headers only and do not
@@ -111,7 +111,7 @@ class VolumeDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ what the net needs
 
     def describe(self) -> sources.DataDescription:
-        """Channels, volume shape, targets and split sizes, from settings and file headers."""
+        """Return channels, volume shape, targets and split sizes from settings and headers."""
         if self._description is None:
             if self.source == "grf":
                 self._description = sources.describe_grf(self.grf)
@@ -151,13 +151,13 @@ class VolumeDataModule(L.LightningDataModule):
             )
         if data.num_targets > num_targets:
             raise ModelMismatchError(
-                f"{where} has {data.num_targets} targets per sample but the model predicts "
+                f"{where} has {data.num_targets} target(s) per sample but the model predicts "
                 f"{num_targets}: select the model's targets in the target array, or train a "
                 "model with this many outputs"
             )
         if data.num_targets < num_targets:
             raise ModelMismatchError(
-                f"{where} has {data.num_targets} targets per sample but the model predicts "
+                f"{where} has {data.num_targets} target(s) per sample but the model predicts "
                 f"{num_targets}: give all {num_targets} targets the model was trained on"
             )
 
@@ -312,6 +312,8 @@ class VolumeDataModule(L.LightningDataModule):
                 if self.source == "grf"
                 else "configure x_test and y_test in data.files"
             )
+            if role == "predict":
+                fix += " or choose another data.predict_split"
             raise DataError(f"there is no {split} split to serve for {role}: {fix}")
         return batch_loader(
             self._datasets[split],

@@ -1,4 +1,4 @@
-"""Input layouts: which axis of a stored volume array holds the channels."""
+"""Input layouts: which axis of a stored volume array contains the channels."""
 
 import numpy as np
 
@@ -11,7 +11,7 @@ NO_CHANNEL_AXIS = "no_channel_axis"  # (N, D, H, W): one channel
 def resolve_layout(shape: tuple[int, ...], layout: str, label: str) -> str:
     """Return the layout of an input array of ``shape``, deciding ``auto`` only when unambiguous.
 
-    4-D arrays are (N, D, H, W) whatever ``layout`` says. For 5-D arrays, ``auto`` takes an end
+    4-D arrays are (N, D, H, W) for every ``layout`` setting. For 5-D arrays, ``auto`` takes an end
     axis as the channel axis when it is smaller than both middle axes, which are spatial in
     either layout, and asks for the setting unless exactly one end axis qualifies.
     """

@@ -14,7 +14,7 @@ from volreg.data.splits import SplitArrays, split_rows
 
 @dataclass(frozen=True)
 class DataDescription:
-    """What a network needs to know about the data to be sized from it."""
+    """Input channels, volume shape and targets that size a network, and the split sizes."""
 
     in_channels: int
     volume_shape: tuple[int, int, int]  # (D, H, W)
@@ -121,7 +121,8 @@ def _separate_splits(config: FilesConfig) -> dict[str, SplitArrays]:
 
 
 def _has_test_arrays(config: FilesConfig) -> bool:
-    """Whether a test set is configured: an x_test file, or a shared file and an x_test key."""
+    """Return True when a test set is configured: an x_test file, or a shared file and an
+    x_test key."""
     return config.paths.x_test is not None or (
         config.path is not None and config.keys.x_test is not None
     )
@@ -141,8 +142,8 @@ def _fraction_splits(config: FilesConfig, seed: int) -> dict[str, SplitArrays]:
     whole = _checked_split(x, y, config.layout)
     rows = split_rows(len(whole), config.split_fractions, seed, x.label)
     splits = {}
-    for split, split_rows_ in rows.items():
-        splits[split] = SplitArrays(x=x, y=y, layout=whole.layout, rows=split_rows_)
+    for split, rows_of_split in rows.items():
+        splits[split] = SplitArrays(x=x, y=y, layout=whole.layout, rows=rows_of_split)
     return splits
 
 

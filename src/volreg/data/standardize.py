@@ -10,7 +10,7 @@ class Scaler:
     """Per-feature mean and standard deviation along axis 1 (channels of volumes, or targets).
 
     Statistics are accumulated in float64 over chunks, so a split never has to be in memory.
-    The identity scaler (mean 0, std 1) stands for standardisation that is switched off.
+    The identity scaler (mean 0, std 1) represents standardisation that is switched off.
     """
 
     def __init__(self, features: int) -> None:
