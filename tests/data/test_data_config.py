@@ -104,6 +104,16 @@ def test_schema_defaults_match_constructor(monkeypatch, tmp_path):
     assert Path(defaults["cache_dir"]) == default_cache_dir() == tmp_path
 
 
+@pytest.mark.parametrize("group", ["grf", "files"])
+def test_cache_dir_resolves_without_environment(compose, monkeypatch, group):
+    monkeypatch.delenv("VOLREG_CACHE", raising=False)
+
+    config = compose(group)
+
+    assert config.cache_dir == "~/.cache/volreg"
+    assert instantiate(config).cache_dir == Path.home() / ".cache" / "volreg"
+
+
 def test_cache_dir_default_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VOLREG_CACHE", str(tmp_path / "volreg"))
     assert VolumeDataModule().cache_dir == tmp_path / "volreg"

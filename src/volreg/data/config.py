@@ -99,6 +99,7 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool = False
     seed: int = 0
+    # The default path is quoted because OmegaConf's grammar rejects an unquoted '~'.
     cache_dir: str = "${oc.env:VOLREG_CACHE,'~/.cache/volreg'}"
 
 
