@@ -1,4 +1,4 @@
-"""The Keras 3 model of the Keras script, built at test sizes, and its weights in volreg's layout."""
+"""The Keras 3 model of the Keras script at test sizes, and its weights in volreg's layout."""
 
 import keras
 import numpy as np
@@ -15,8 +15,16 @@ SMALL = {
 }
 
 
-def build_keras_model(in_channels, volume_shape, widths, kernel_size, head_widths, num_targets,
-                      dropout_rate=0.0, channels_last=False):
+def build_keras_model(
+    in_channels,
+    volume_shape,
+    widths,
+    kernel_size,
+    head_widths,
+    num_targets,
+    dropout_rate=0.0,
+    channels_last=False,
+):
     """Build the residual CNN as the Keras script writes it: a new Conv3D per residual add."""
     data_format = "channels_last" if channels_last else "channels_first"
     channel_axis = -1 if channels_last else 1
@@ -25,13 +33,20 @@ def build_keras_model(in_channels, volume_shape, widths, kernel_size, head_width
 
     x = inputs
     for index, width in enumerate(widths):
-        x = keras.layers.Conv3D(width, kernel_size, activation="relu", padding="same",
-                                data_format=data_format, name=f"conv{index}")(x)
+        x = keras.layers.Conv3D(
+            width,
+            kernel_size,
+            activation="relu",
+            padding="same",
+            data_format=data_format,
+            name=f"conv{index}",
+        )(x)
         x = keras.layers.BatchNormalization(axis=channel_axis, name=f"bn{index}")(x)
         x = keras.layers.Dropout(dropout_rate, name=f"drop{index}")(x)
         if index < len(widths) - 1:
-            projection = keras.layers.Conv3D(width, 1, data_format=data_format,
-                                             name=f"projection{index}")(inputs)
+            projection = keras.layers.Conv3D(
+                width, 1, data_format=data_format, name=f"projection{index}"
+            )(inputs)
             x = keras.layers.Add(name=f"add{index}")([x, projection])
 
     x = keras.layers.Flatten(name="flatten")(x)
@@ -45,12 +60,15 @@ def build_keras_model(in_channels, volume_shape, widths, kernel_size, head_width
 
 def keras_weights(model, channels_last=False):
     """Collect the model's weights by the layer names ``build_keras_model`` gives."""
+
     def get(name):
         return [np.asarray(w) for w in model.get_layer(name).get_weights()]
 
     def layers(prefix):
-        return sorted((layer.name for layer in model.layers if layer.name.startswith(prefix)),
-                      key=lambda name: int(name[len(prefix):]))
+        return sorted(
+            (layer.name for layer in model.layers if layer.name.startswith(prefix)),
+            key=lambda name: int(name[len(prefix) :]),
+        )
 
     return KerasWeights(
         convs=[get(name) for name in layers("conv")],

@@ -22,8 +22,10 @@ def run_steps(optimizer, params, steps, start=0):
 
 def make_params(seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(5, 3, generator=generator, requires_grad=True),
-            torch.randn(7, generator=generator, requires_grad=True)]
+    return [
+        torch.randn(5, 3, generator=generator, requires_grad=True),
+        torch.randn(7, generator=generator, requires_grad=True),
+    ]
 
 
 def test_first_step_follows_keras_formula():
@@ -143,13 +145,16 @@ def test_skips_params_without_grad():
     assert params[1] not in optimizer.state
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"lr": -1.0}, "invalid lr=-1.0"),
-    ({"betas": (0.9, 1.0)}, "invalid betas"),
-    ({"betas": (0.9,)}, "invalid betas"),
-    ({"eps": -1e-7}, "invalid eps"),
-    ({"weight_decay": -0.1}, "invalid weight_decay"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": -1.0}, "invalid lr=-1.0"),
+        ({"betas": (0.9, 1.0)}, "invalid betas"),
+        ({"betas": (0.9,)}, "invalid betas"),
+        ({"eps": -1e-7}, "invalid eps"),
+        ({"weight_decay": -0.1}, "invalid weight_decay"),
+    ],
+)
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         KerasAdam(make_params(), **kwargs)

@@ -11,8 +11,14 @@ from volreg.losses import RegressionLoss
 from volreg.models import ResidualCNN3d
 from volreg.optim import KerasAdam
 
-KERAS_SETTINGS = {"dropout": "element", "residual": "separate", "bn_momentum": 0.01,
-                  "bn_eps": 1e-3, "bn_running_var": "biased", "init": "keras"}
+KERAS_SETTINGS = {
+    "dropout": "element",
+    "residual": "separate",
+    "bn_momentum": 0.01,
+    "bn_eps": 1e-3,
+    "bn_running_var": "biased",
+    "init": "keras",
+}
 BATCH = 8
 STEPS = 20
 
@@ -93,8 +99,13 @@ def assert_states_close(actual, expected):
     expected_state = expected.state_dict()
     for name, value in actual.state_dict().items():
         if value.is_floating_point():
-            torch.testing.assert_close(value, expected_state[name], atol=1e-4, rtol=1e-4,
-                                       msg=lambda m, name=name: f"{name}: {m}")
+            torch.testing.assert_close(
+                value,
+                expected_state[name],
+                atol=1e-4,
+                rtol=1e-4,
+                msg=lambda m, name=name: f"{name}: {m}",
+            )
 
 
 def test_forward_eval_matches_keras():
@@ -102,8 +113,12 @@ def test_forward_eval_matches_keras():
     net = net_from_keras(model)
     volumes, _ = make_batches(1)
 
-    np.testing.assert_allclose(net_output(net, volumes[0], training=False),
-                               keras_output(model, volumes[0], training=False), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        net_output(net, volumes[0], training=False),
+        keras_output(model, volumes[0], training=False),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_forward_training_matches_keras():
@@ -111,19 +126,26 @@ def test_forward_training_matches_keras():
     net = net_from_keras(model)
     volumes, _ = make_batches(1)
 
-    np.testing.assert_allclose(net_output(net, volumes[0], training=True),
-                               keras_output(model, volumes[0], training=True), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        net_output(net, volumes[0], training=True),
+        keras_output(model, volumes[0], training=True),
+        atol=1e-4,
+        rtol=0,
+    )
 
 
-@pytest.mark.parametrize("overrides", [{"bn_eps": 1e-5}, {"residual": "shared"}],
-                         ids=["bn_eps", "shared_residual"])
+@pytest.mark.parametrize(
+    "overrides", [{"bn_eps": 1e-5}, {"residual": "shared"}], ids=["bn_eps", "shared_residual"]
+)
 def test_forward_differs_with_port_setting(overrides):
     model = keras_model()
     net = net_from_keras(model, **overrides)
     volumes, _ = make_batches(1)
 
-    difference = np.abs(net_output(net, volumes[0], training=False)
-                        - keras_output(model, volumes[0], training=False)).max()
+    difference = np.abs(
+        net_output(net, volumes[0], training=False)
+        - keras_output(model, volumes[0], training=False)
+    ).max()
     assert difference > 1e-4
 
 
@@ -135,8 +157,12 @@ def test_training_matches_keras():
 
 @pytest.mark.parametrize(
     ("overrides", "optimizer_class"),
-    [({}, torch.optim.Adam), ({"bn_momentum": 0.1}, KerasAdam), ({"bn_eps": 1e-5}, KerasAdam),
-     ({"residual": "shared"}, KerasAdam)],
+    [
+        ({}, torch.optim.Adam),
+        ({"bn_momentum": 0.1}, KerasAdam),
+        ({"bn_eps": 1e-5}, KerasAdam),
+        ({"residual": "shared"}, KerasAdam),
+    ],
     ids=["torch_adam", "bn_momentum", "bn_eps", "shared_residual"],
 )
 def test_training_differs_with_port_setting(overrides, optimizer_class):

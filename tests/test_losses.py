@@ -37,10 +37,13 @@ def test_broadcast_rejects_several_targets():
         RegressionLoss("l1", "broadcast")(torch.zeros(4, 2), torch.zeros(4, 2))
 
 
-@pytest.mark.parametrize(("kind", "layout", "message"), [
-    ("mae", "matched", "invalid loss kind='mae'"),
-    ("l1", "squeeze", "invalid target_layout='squeeze'"),
-])
+@pytest.mark.parametrize(
+    ("kind", "layout", "message"),
+    [
+        ("mae", "matched", "invalid loss kind='mae'"),
+        ("l1", "squeeze", "invalid target_layout='squeeze'"),
+    ],
+)
 def test_invalid_settings(kind, layout, message):
     with pytest.raises(ValueError, match=message):
         RegressionLoss(kind, layout)

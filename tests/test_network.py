@@ -22,9 +22,15 @@ def test_output_shape(num_targets):
     assert net(torch.rand(3, 2, 8, 8, 8)).shape == (3, num_targets)
 
 
-@pytest.mark.parametrize(("setting", "value"), [
-    ("dropout", "spatial"), ("residual", "tied"), ("init", "he"), ("bn_running_var", "sample"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("dropout", "spatial"),
+        ("residual", "tied"),
+        ("init", "he"),
+        ("bn_running_var", "sample"),
+    ],
+)
 def test_invalid_choice_lists_allowed_values(setting, value):
     with pytest.raises(ValueError, match=f"invalid {setting}='{value}': choose one of") as error:
         ResidualCNN3d(**SMALL, **{setting: value})
@@ -32,14 +38,17 @@ def test_invalid_choice_lists_allowed_values(setting, value):
     assert "'" in str(error.value).split("choose one of")[1]
 
 
-@pytest.mark.parametrize(("setting", "value", "message"), [
-    ("bn_momentum", 1.0, "Keras momentum 0.99 is PyTorch momentum 0.01"),
-    ("bn_eps", 0.0, "must be positive"),
-    ("dropout_rate", 1.0, "must lie in"),
-    ("kernel_size", 4, "positive odd number"),
-    ("volume_shape", (8, 8), "three positive sizes"),
-    ("num_targets", 0, "at least 1"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("bn_momentum", 1.0, "Keras momentum 0.99 is PyTorch momentum 0.01"),
+        ("bn_eps", 0.0, "must be positive"),
+        ("dropout_rate", 1.0, "must lie in"),
+        ("kernel_size", 4, "positive odd number"),
+        ("volume_shape", (8, 8), "three positive sizes"),
+        ("num_targets", 0, "at least 1"),
+    ],
+)
 def test_invalid_number_is_rejected(setting, value, message):
     settings = {**SMALL, setting: value}
 

@@ -32,27 +32,35 @@ def load_keras_weights(net: ResidualCNN3d, weights: KerasWeights) -> None:
     """Copy ``weights`` into ``net`` in place, checking every shape on the way."""
     state = {}
     if len(weights.convs) != len(net.blocks) or len(weights.norms) != len(net.blocks):
-        raise ValueError(f"the Keras model has {len(weights.convs)} conv and {len(weights.norms)} "
-                         f"BatchNormalization layers, but the network has {len(net.blocks)} blocks")
+        raise ValueError(
+            f"the Keras model has {len(weights.convs)} conv and {len(weights.norms)} "
+            f"BatchNormalization layers, but the network has {len(net.blocks)} blocks"
+        )
     for index, (conv, norm) in enumerate(zip(weights.convs, weights.norms, strict=True)):
         prefix = f"blocks.{index}"
         state[f"{prefix}.conv.weight"] = _conv_kernel(conv[0])
         state[f"{prefix}.conv.bias"] = conv[1]
-        for name, value in zip(("weight", "bias", "running_mean", "running_var"), norm, strict=True):
+        for name, value in zip(
+            ("weight", "bias", "running_mean", "running_var"), norm, strict=True
+        ):
             state[f"{prefix}.norm.{name}"] = value
 
     if len(weights.projections) != len(net.projections):
-        raise ValueError(f"the Keras model has {len(weights.projections)} residual projections, "
-                         f"but the network has {len(net.projections)}; set residual='separate' "
-                         "for a Keras model that calls a new Conv3D per residual add")
+        raise ValueError(
+            f"the Keras model has {len(weights.projections)} residual projections, "
+            f"but the network has {len(net.projections)}; set residual='separate' "
+            "for a Keras model that calls a new Conv3D per residual add"
+        )
     for index, (kernel, bias) in enumerate(weights.projections):
         state[f"projections.{index}.weight"] = _conv_kernel(kernel)
         state[f"projections.{index}.bias"] = bias
 
     linear_names = [f"hidden.{index}" for index in range(len(net.hidden))] + ["output_layer"]
     if len(weights.dense) != len(linear_names):
-        raise ValueError(f"the Keras model has {len(weights.dense)} Dense layers, but the network "
-                         f"has {len(linear_names)} Linear layers")
+        raise ValueError(
+            f"the Keras model has {len(weights.dense)} Dense layers, but the network "
+            f"has {len(linear_names)} Linear layers"
+        )
     for index, (name, (kernel, bias)) in enumerate(zip(linear_names, weights.dense, strict=True)):
         if index == 0 and weights.channels_last:
             kernel = _channels_first_rows(kernel, net.volume_shape)
@@ -79,7 +87,9 @@ def _copy_checked(net: ResidualCNN3d, state: dict[str, np.ndarray]) -> None:
     own = net.state_dict()
     for name, value in state.items():
         if tuple(own[name].shape) != tuple(value.shape):
-            raise ValueError(f"shape mismatch for {name}: the network has {tuple(own[name].shape)}, "
-                             f"the Keras weights have {tuple(value.shape)}")
+            raise ValueError(
+                f"shape mismatch for {name}: the network has {tuple(own[name].shape)}, "
+                f"the Keras weights have {tuple(value.shape)}"
+            )
         own[name] = torch.as_tensor(np.ascontiguousarray(value), dtype=own[name].dtype)
     net.load_state_dict(own)

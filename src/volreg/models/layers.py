@@ -27,8 +27,16 @@ class BiasedVarBatchNorm3d(nn.BatchNorm3d):
         # F.batch_norm updates the variance buffer it is given with the unbiased batch
         # variance and keeps it for the backward pass, so it gets a copy of ours.
         unbiased_update = self.running_var.clone()
-        output = F.batch_norm(input, self.running_mean, unbiased_update, self.weight, self.bias,
-                              True, self.momentum, self.eps)
+        output = F.batch_norm(
+            input,
+            self.running_mean,
+            unbiased_update,
+            self.weight,
+            self.bias,
+            True,
+            self.momentum,
+            self.eps,
+        )
 
         # unbiased_update = (1-m)·old + m·u, and the biased update is (1-m)·old + m·u·(n-1)/n.
         values_per_channel = input.numel() // input.shape[1]

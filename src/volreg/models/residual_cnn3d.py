@@ -16,8 +16,14 @@ RESIDUAL_MODES = ("separate", "shared")
 class ConvBlock(nn.Sequential):
     """Conv3d (same padding) → ReLU → BatchNorm3d → dropout, the order of the Keras script."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 norm: nn.Module, dropout: nn.Module) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        norm: nn.Module,
+        dropout: nn.Module,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding="same")
         self.act = nn.ReLU()
@@ -83,8 +89,9 @@ class ResidualCNN3d(nn.Module):
         channels = in_channels
         for width in widths:
             norm = make_batch_norm(width, bn_momentum, bn_eps, bn_running_var)
-            blocks.append(ConvBlock(channels, width, kernel_size, norm,
-                                    make_dropout(dropout, dropout_rate)))
+            blocks.append(
+                ConvBlock(channels, width, kernel_size, norm, make_dropout(dropout, dropout_rate))
+            )
             channels = width
         self.blocks = nn.ModuleList(blocks)
 
@@ -130,20 +137,30 @@ class ResidualCNN3d(nn.Module):
         return self.output_layer(x)  # (N, P)
 
 
-def _check_sizes(in_channels: int, volume_shape: tuple[int, ...], widths: tuple[int, ...],
-                 kernel_size: int, head_widths: tuple[int, ...], num_targets: int) -> None:
+def _check_sizes(
+    in_channels: int,
+    volume_shape: tuple[int, ...],
+    widths: tuple[int, ...],
+    kernel_size: int,
+    head_widths: tuple[int, ...],
+    num_targets: int,
+) -> None:
     if in_channels < 1:
         raise ValueError(f"invalid in_channels={in_channels}: it must be at least 1")
     if len(volume_shape) != 3 or min(volume_shape) < 1:
-        raise ValueError(f"invalid volume_shape={list(volume_shape)}: expected three positive "
-                         "sizes (D, H, W)")
+        raise ValueError(
+            f"invalid volume_shape={list(volume_shape)}: expected three positive sizes (D, H, W)"
+        )
     if not widths or min(widths) < 1:
         raise ValueError(f"invalid widths={list(widths)}: expected one or more positive widths")
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"invalid kernel_size={kernel_size}: it must be a positive odd number, "
-                         "so that 'same' padding is symmetric as in Keras")
+        raise ValueError(
+            f"invalid kernel_size={kernel_size}: it must be a positive odd number, "
+            "so that 'same' padding is symmetric as in Keras"
+        )
     if not head_widths or min(head_widths) < 1:
-        raise ValueError(f"invalid head_widths={list(head_widths)}: expected one or more "
-                         "positive widths")
+        raise ValueError(
+            f"invalid head_widths={list(head_widths)}: expected one or more positive widths"
+        )
     if num_targets < 1:
         raise ValueError(f"invalid num_targets={num_targets}: it must be at least 1")

@@ -41,8 +41,13 @@ class KerasAdam(Optimizer):
             raise ValueError(f"invalid eps={eps!r}: it must be non-negative")
         if not weight_decay >= 0.0:
             raise ValueError(f"invalid weight_decay={weight_decay!r}: it must be non-negative")
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps,
-                    "weight_decay": weight_decay, "amsgrad": amsgrad}
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -70,8 +75,9 @@ class KerasAdam(Optimizer):
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(param,
-                                                           memory_format=torch.preserve_format)
+                state["max_exp_avg_sq"] = torch.zeros_like(
+                    param, memory_format=torch.preserve_format
+                )
 
         state["step"] += 1
         step = state["step"].item()

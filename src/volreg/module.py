@@ -1,0 +1,176 @@
+"""The LightningModule: an injected network, loss and optimizer, one step for every split."""
+
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import (
+    MeanAbsoluteError,
+    MeanMetric,
+    MeanSquaredError,
+    MetricCollection,
+    MinMetric,
+)
+from torchmetrics.regression import R2Score
+
+SPLITS = ("train", "val", "test")
+
+
+class VolumeRegressor(L.LightningModule):
+    """Train, validate and test a volume regressor.
+
+    Args:
+        net: maps (N, C, D, H, W) volumes to (N, P) predictions and has ``num_targets``.
+        loss: called as ``loss(prediction, target)``.
+        optimizer: builds the optimizer from the parameters (a ``functools.partial``).
+        settings: plain-data description of the run's model settings, stored in checkpoints
+            and logged as TensorBoard hyperparameters.
+        target_mean, target_std: (P,) scale of standardised targets. Predictions and
+            targets are mapped back to target units before the metrics see them.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer],
+        settings: dict[str, Any] | None = None,
+        target_mean: torch.Tensor | None = None,
+        target_std: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        # Hyperparameters go to the logger once, at the end, together with the final metrics.
+        self.save_hyperparameters(
+            ignore=["net", "loss", "optimizer", "target_mean", "target_std"], logger=False
+        )
+        self.net = net
+        self.loss_fn = loss
+        self.make_optimizer = optimizer
+
+        num_targets = net.num_targets
+        self.register_buffer("target_mean", _target_scale(target_mean, num_targets, 0.0))
+        self.register_buffer("target_std", _target_scale(target_std, num_targets, 1.0))
+
+        # ModuleDict keys may not shadow Module attributes such as train(), hence "_split".
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_split": MetricCollection(
+                    {
+                        "mae": MeanAbsoluteError(),
+                        "mse": MeanSquaredError(),
+                        "r2": R2Score(multioutput="uniform_average"),
+                    },
+                    prefix=f"{split}/",
+                )
+                for split in SPLITS
+            }
+        )
+        # Keras reports the epoch loss as the per-sample mean, hence the batch-size weights.
+        self.losses = nn.ModuleDict({f"{split}_split": MeanMetric() for split in SPLITS})
+        self.val_loss_best = MinMetric()
+        # (epoch, val/loss) of every validation run outside the sanity check; kept in checkpoints.
+        self.val_history: list[tuple[int, float]] = []
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        return self.net(volume)
+
+    def to_target_units(self, values: torch.Tensor) -> torch.Tensor:
+        return values * self.target_std + self.target_mean
+
+    def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+        volume, target = batch  # (N, C, D, H, W), (N, P)
+        prediction = self(volume)
+        loss = self.loss_fn(prediction, target)
+
+        self.losses[f"{split}_split"].update(loss.detach(), weight=volume.shape[0])
+        self.metrics[f"{split}_split"].update(
+            self.to_target_units(prediction.detach()), self.to_target_units(target)
+        )
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self.shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self.shared_step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        volume, target = batch
+        return self.to_target_units(self(volume)), self.to_target_units(target)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        val_loss = self._log_metrics("val")
+        if self.trainer.sanity_checking:
+            return
+        self.val_history.append((self.current_epoch, float(val_loss)))
+        self.val_loss_best.update(val_loss)
+        self.log("val/loss_best", self.val_loss_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def _log_metrics(self, split: str) -> torch.Tensor:
+        # Metric objects reduce across processes in compute(), so the values need no sync_dist.
+        loss = self.losses[f"{split}_split"].compute()
+        self.log(f"{split}/loss", loss, prog_bar=split != "test")
+        self.log_dict(self.metrics[f"{split}_split"].compute())
+        self.losses[f"{split}_split"].reset()
+        self.metrics[f"{split}_split"].reset()
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.make_optimizer(self.parameters())
+
+    # Lightning checkpoints do not hold the random states, so a resumed run would draw other
+    # dropout masks than an uninterrupted one. They are saved and restored here.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_history"] = list(self.val_history)
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        # Plain types and tensors only, so that torch.load(weights_only=True) accepts the file.
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [
+                name,
+                torch.from_numpy(keys.astype(np.int64)),
+                int(position),
+                int(has_gauss),
+                float(cached_gaussian),
+            ],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_history = [tuple(item) for item in checkpoint.get("val_history", [])]
+        for _, val_loss in self.val_history:
+            self.val_loss_best.update(torch.tensor(val_loss))
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+        np.random.set_state(
+            (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
+        )
+        random.setstate(states["python"])
+
+
+def _target_scale(value: torch.Tensor | None, num_targets: int, fill: float) -> torch.Tensor:
+    if value is None:
+        return torch.full((num_targets,), fill)
+    value = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+    if value.numel() != num_targets:
+        raise ValueError(
+            f"target scale has {value.numel()} values, but the network predicts "
+            f"{num_targets} targets"
+        )
+    return value

@@ -1,0 +1,65 @@
+"""Typed schemas of the config groups, registered in Hydra's ConfigStore.
+
+Each group file starts with ``defaults: [/schema/<group>@_here_, _self_]``, so its keys are
+merged onto a dataclass: a misspelt key, in a yaml file or on the command line, fails when
+the config is composed.
+"""
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from volreg.data.config import DataConfig
+
+
+@dataclass
+class NetConfig:
+    """Arguments of :class:`volreg.models.ResidualCNN3d`; channels, volume shape and targets
+    come from the data."""
+
+    _target_: str = "volreg.models.ResidualCNN3d"
+    widths: list[int] = field(default_factory=lambda: [64, 64, 128])
+    kernel_size: int = 5
+    head_widths: list[int] = field(default_factory=lambda: [64, 32])
+    dropout_rate: float = 0.25
+    dropout: str = "element"
+    residual: str = "separate"
+    bn_momentum: float = 0.01
+    bn_eps: float = 1e-3
+    bn_running_var: str = "biased"
+    init: str = "keras"
+
+
+@dataclass
+class LossConfig:
+    _target_: str = "volreg.losses.RegressionLoss"
+    kind: str = "l1"
+    target_layout: str = "matched"
+
+
+@dataclass
+class OptimizerConfig:
+    """An optimizer class taking these arguments: ``volreg.optim.KerasAdam`` or
+    ``torch.optim.Adam``. It is built later, once the parameters exist."""
+
+    _target_: str = "volreg.optim.KerasAdam"
+    _partial_: bool = True
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-7
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+
+
+@dataclass
+class ModelConfig:
+    net: NetConfig = field(default_factory=NetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+def register_schemas() -> None:
+    """Store the schemas as ``schema/model`` and ``schema/data``; safe to call repeatedly."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="model", node=ModelConfig)
+    store.store(group="schema", name="data", node=DataConfig)

@@ -1,0 +1,185 @@
+"""The training job: compose, seed, build data, model, callbacks, loggers and trainer; fit; test.
+
+Run ``python train.py`` (or ``volreg-train``) with Hydra overrides, e.g.
+``python train.py model=pytorch_default experiment=quick``.
+"""
+
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from volreg.callbacks import DivergedError, ThroughputMeter
+from volreg.module import VolumeRegressor
+from volreg.results import RunRecord, plot_pred_vs_true, save_predictions
+from volreg.schema import register_schemas
+from volreg.show import print_config
+
+log = logging.getLogger(__name__)
+
+# The configs live at the repository root, next to train.py.
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Run one training job and return its best val/loss (inf if there is none), for sweepers."""
+    return run(cfg)
+
+
+def run(cfg: DictConfig) -> float:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print_config(cfg, output_dir / "config.yaml")
+
+    record = RunRecord(
+        settings=OmegaConf.to_container(cfg.model, resolve=True),
+        overrides=_overrides(),
+        seed=cfg.seed,
+    )
+    started = time.perf_counter()
+    try:
+        train_and_test(cfg, record, output_dir)
+        record.status = "completed"
+    except DivergedError as error:
+        log.error("run diverged: %s", error)
+        record.status, record.error = "diverged", str(error)
+    except KeyboardInterrupt:
+        record.status, record.error = "interrupted", "stopped with Ctrl-C"
+        raise
+    except Exception as error:
+        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+        log.error("run failed:\n%s", traceback.format_exc())
+        raise
+    finally:
+        record.wall_time_s = round(time.perf_counter() - started, 3)
+        record.write(output_dir / "metrics.json")
+        log.info("status %s; metrics written to %s", record.status, output_dir / "metrics.json")
+
+    return record.best_val_loss if record.best_val_loss is not None else float("inf")
+
+
+def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None:
+    log.info("seeding everything with seed=%d", cfg.seed)
+    L.seed_everything(cfg.seed, workers=True)
+
+    log.info("building the data module (data.source=%s)", cfg.data.source)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    log.info(
+        "building the model: in_channels=%d, volume_shape=%s, num_targets=%d",
+        datamodule.in_channels,
+        list(datamodule.volume_shape),
+        datamodule.num_targets,
+    )
+    module = build_module(cfg, datamodule)
+
+    throughput = ThroughputMeter()
+    # A group entry set to null (callbacks.early_stopping=null) is left out.
+    callbacks = [instantiate(item) for item in cfg.callbacks.values() if item is not None]
+    loggers = [instantiate(item) for item in cfg.logger.values() if item is not None]
+    callbacks.append(throughput)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    try:
+        if cfg.train:
+            log.info("fitting for up to %s epochs", cfg.trainer.max_epochs)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    finally:
+        record.set_history(module.val_history)
+        record.epochs_run = trainer.current_epoch
+        record.train_samples_per_s = throughput.samples_per_second
+
+    if cfg.test:
+        test_best(trainer, module, datamodule, record, output_dir)
+        log_hyperparameters(trainer, cfg, record)
+
+
+def build_module(cfg: DictConfig, datamodule) -> VolumeRegressor:
+    net = instantiate(
+        cfg.model.net,
+        in_channels=datamodule.in_channels,
+        volume_shape=list(datamodule.volume_shape),
+        num_targets=datamodule.num_targets,
+    )
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
+    settings["net"].update(
+        in_channels=datamodule.in_channels,
+        volume_shape=list(datamodule.volume_shape),
+        num_targets=datamodule.num_targets,
+    )
+    return VolumeRegressor(
+        net=net,
+        loss=instantiate(cfg.model.loss),
+        optimizer=instantiate(cfg.model.optimizer),
+        settings=settings,
+        target_mean=datamodule.target_mean,
+        target_std=datamodule.target_std,
+    )
+
+
+def test_best(
+    trainer: L.Trainer, module: VolumeRegressor, datamodule, record: RunRecord, output_dir: Path
+) -> None:
+    """Test the best checkpoint, then write its predictions and the pred-vs-true plot."""
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best:
+        log.info("testing the best checkpoint %s", best)
+    else:
+        log.info("no checkpoint was saved (fast_dev_run or train=false): testing current weights")
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+    record.test = {name: float(value) for name, value in results[0].items()} if results else {}
+
+    batches = trainer.predict(module, dataloaders=datamodule.predict_dataloader())
+    prediction = torch.cat([pred for pred, _ in batches]).cpu().numpy()
+    target = torch.cat([true for _, true in batches]).cpu().numpy()
+    names = tuple(datamodule.target_names)
+    save_predictions(output_dir / "predictions.npz", prediction, target, names)
+
+    figure = plot_pred_vs_true(prediction, target, names)
+    figure.savefig(output_dir / "pred_vs_true.png", dpi=100)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure("pred_vs_true", figure, global_step=trainer.global_step)
+    log.info("wrote predictions.npz and pred_vs_true.png to %s", output_dir)
+
+
+def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig, record: RunRecord) -> None:
+    """Log the settings with the final metrics, so TensorBoard's HParams compares real values."""
+    params = {
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "seed": cfg.seed,
+        "data": {
+            "source": cfg.data.source,
+            "shuffle": cfg.data.shuffle,
+            "batch_size": cfg.data.batch_size,
+            "standardize": cfg.data.standardize,
+        },
+    }
+    metrics = {f"hp/{name.replace('/', '_')}": value for name, value in record.test.items()}
+    if record.best_val_loss is not None:
+        metrics["hp/best_val_loss"] = record.best_val_loss
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics)
+        else:
+            logger.log_hyperparams(params)
+
+
+def _overrides() -> list[str]:
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []

@@ -1,0 +1,150 @@
+"""The main job end to end at tiny sizes: outputs, logs, resume and divergence."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from train_config import compose_train
+from volreg.train import run
+
+VARIANTS = ["keras_faithful", "pytorch_default"]
+
+
+def train(tmp_path, overrides=()):
+    cfg = compose_train(tmp_path, list(overrides))
+    best = run(cfg)
+    return best, tmp_path / "run"
+
+
+def read_metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def csv_rows(run_dir):
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def final_weights(run_dir):
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return {
+        name: value for name, value in checkpoint["state_dict"].items() if name.startswith("net.")
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One 2-epoch keras_faithful run shared by the output checks."""
+    tmp_path = tmp_path_factory.mktemp("finished")
+    best, run_dir = train(tmp_path)
+    return best, run_dir
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fast_dev_run(tmp_path, variant):
+    best, run_dir = train(tmp_path, [f"model={variant}", "debug=fdr"])
+
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["settings"]["net"]["dropout"] == (
+        "element" if variant == "keras_faithful" else "channel"
+    )
+    assert math.isfinite(metrics["test"]["test/mae"])
+    assert (run_dir / "predictions.npz").exists()
+
+
+def test_metrics_json_contents(finished_run):
+    best, run_dir = finished_run
+    metrics = read_metrics(run_dir)
+    val_losses = [float(row["val/loss"]) for row in csv_rows(run_dir) if row["val/loss"]]
+
+    assert metrics["status"] == "completed"
+    assert metrics["error"] is None
+    assert metrics["epochs_run"] == 2
+    assert len(val_losses) == 2
+    assert metrics["best_val_loss"] == pytest.approx(min(val_losses))
+    assert metrics["best_epoch"] == val_losses.index(min(val_losses))
+    assert best == pytest.approx(metrics["best_val_loss"])
+    assert set(metrics["test"]) >= {"test/loss", "test/mae", "test/mse", "test/r2"}
+    assert metrics["train_samples_per_s"] > 0
+    assert metrics["wall_time_s"] > 0
+    assert metrics["settings"]["net"]["init"] == "keras"
+    assert metrics["settings"]["optimizer"]["_target_"] == "volreg.optim.KerasAdam"
+    assert metrics["seed"] == 0
+
+
+def test_train_loss_is_logged_per_epoch(finished_run):
+    _, run_dir = finished_run
+    train_losses = [row["train/loss"] for row in csv_rows(run_dir) if row["train/loss"]]
+
+    assert len(train_losses) == 2
+
+
+def test_tensorboard_has_hparams_and_val_loss(finished_run):
+    _, run_dir = finished_run
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+
+    assert len(events.Scalars("val/loss")) == 2
+    assert events.Scalars("hp/best_val_loss")[0].value == pytest.approx(
+        read_metrics(run_dir)["best_val_loss"]
+    )
+    assert "pred_vs_true" in events.Tags()["images"]
+
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert session.hparams["model/net/dropout"].string_value == "element"
+    assert session.hparams["model/optimizer/lr"].number_value == pytest.approx(1e-3)
+
+
+def test_prediction_plot_and_file(finished_run):
+    _, run_dir = finished_run
+    import numpy as np
+
+    predictions = np.load(run_dir / "predictions.npz")
+    assert predictions["prediction"].shape == predictions["target"].shape == (32, 1)
+    assert (run_dir / "pred_vs_true.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "config.yaml").exists()
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    deterministic = ["trainer.deterministic=true"]
+    _, straight = train(tmp_path / "straight", [*deterministic, "trainer.max_epochs=4"])
+    _, first = train(tmp_path / "first", [*deterministic, "trainer.max_epochs=2"])
+    resume_from = first / "checkpoints" / "last.ckpt"
+    _, resumed = train(
+        tmp_path / "resumed", [*deterministic, "trainer.max_epochs=4", f"ckpt_path={resume_from}"]
+    )
+
+    straight_weights, resumed_weights = final_weights(straight), final_weights(resumed)
+    assert read_metrics(resumed)["epochs_run"] == 4
+    for name, value in straight_weights.items():
+        torch.testing.assert_close(
+            resumed_weights[name], value, atol=0, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
+        )
+
+
+def test_non_finite_loss_ends_as_diverged(tmp_path):
+    # At lr 1e6 the first epoch still ends finite, the second produces NaN.
+    best, run_dir = train(
+        tmp_path,
+        ["model.optimizer.lr=1e6", "trainer.max_epochs=4", "trainer.limit_train_batches=2"],
+    )
+    metrics = read_metrics(run_dir)
+
+    assert metrics["status"] == "diverged"
+    assert "epoch 1" in metrics["error"]
+    assert "model.optimizer.lr" in metrics["error"]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 0
+    assert all(
+        torch.isfinite(value).all()
+        for value in checkpoint["state_dict"].values()
+        if value.is_floating_point()
+    )
+    assert math.isfinite(best)
