@@ -13,6 +13,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -60,7 +61,16 @@ def run(cfg: DictConfig) -> float:
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
         log.error("run failed:\n%s", traceback.format_exc())
-        raise
+        in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if not in_multirun:
+            raise
+        if cfg.stop_on_error:
+            # Hydra's launcher stores a job's Exception and runs the next job, so only an
+            # exception outside Exception, like SystemExit, ends the sweep here.
+            message = f"stop_on_error=true: stopping the sweep after a failed job: {error}"
+            raise SystemExit(message) from error
+        log.warning("stop_on_error=false: the sweep goes on with the next job")
+        return float("inf")
     finally:
         record.wall_time_s = round(time.perf_counter() - started, 3)
         record.write(output_dir / "metrics.json")
