@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from train_config import compose_train
@@ -17,6 +18,12 @@ GROUPS = {
 OPTIONS = [
     (group, option) for group, options in GROUPS.items() for option in options if group != "logger"
 ]
+# Groups outside train.yaml's defaults list are added with '+group=option'.
+DEFAULT_GROUPS = {
+    next(iter(entry))
+    for entry in OmegaConf.load(Path(CONFIG_DIR) / "train.yaml").defaults
+    if isinstance(entry, DictConfig)
+}
 
 
 def test_every_group_has_options():
@@ -35,7 +42,8 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes(tmp_path, group, option):
-    cfg = compose_train(tmp_path, [f"{group}={option}"])
+    prefix = "" if group in DEFAULT_GROUPS else "+"
+    cfg = compose_train(tmp_path, [f"{prefix}{group}={option}"])
 
     assert cfg.model.net.widths == [2, 2, 4]
     assert "_target_" in cfg.trainer

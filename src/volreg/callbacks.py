@@ -63,6 +63,35 @@ class InterruptCheckpoint(L.Callback):
         )
 
 
+class EpochSummary(L.Callback):
+    """Log one line per epoch with the losses and the epoch time.
+
+    The progress bar draws nothing when the output is not a terminal (SLURM logs, CI,
+    ``nohup``), so this line is the progress record of such runs.
+    """
+
+    def __init__(self) -> None:
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        parts = [
+            f"{name} {float(metrics[name]):.4f}"
+            for name in ("train/loss", "val/loss", "val/loss_best")
+            if name in metrics
+        ]
+        log.info(
+            "epoch %d/%d: %s (%.1f s)",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            ", ".join(parts),
+            time.perf_counter() - self._epoch_start,
+        )
+
+
 class ThroughputMeter(L.Callback):
     """Count training samples and the time spent in training batches (validation excluded)."""
 

@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import (
     MeanAbsoluteError,
     MeanMetric,
@@ -27,6 +28,7 @@ class VolumeRegressor(L.LightningModule):
         net: maps (N, C, D, H, W) volumes to (N, P) predictions and has ``num_targets``.
         loss: called as ``loss(prediction, target)``.
         optimizer: builds the optimizer from the parameters (a ``functools.partial``).
+        scheduler: builds an epoch-wise learning-rate scheduler from the optimizer, or None.
         settings: plain-data description of the run's model settings, stored in checkpoints
             and logged as TensorBoard hyperparameters.
         target_mean, target_std: (P,) scale of standardised targets. Predictions and
@@ -38,6 +40,7 @@ class VolumeRegressor(L.LightningModule):
         net: nn.Module,
         loss: nn.Module,
         optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer],
+        scheduler: Callable[[torch.optim.Optimizer], LRScheduler] | None = None,
         settings: dict[str, Any] | None = None,
         target_mean: torch.Tensor | None = None,
         target_std: torch.Tensor | None = None,
@@ -45,11 +48,13 @@ class VolumeRegressor(L.LightningModule):
         super().__init__()
         # Hyperparameters go to the logger once, at the end, together with the final metrics.
         self.save_hyperparameters(
-            ignore=["net", "loss", "optimizer", "target_mean", "target_std"], logger=False
+            ignore=["net", "loss", "optimizer", "scheduler", "target_mean", "target_std"],
+            logger=False,
         )
         self.net = net
         self.loss_fn = loss
         self.make_optimizer = optimizer
+        self.make_scheduler = scheduler
 
         num_targets = net.num_targets
         self.register_buffer("target_mean", _target_scale(target_mean, num_targets, 0.0))
@@ -128,8 +133,15 @@ class VolumeRegressor(L.LightningModule):
         self.metrics[f"{split}_split"].reset()
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.make_optimizer(self.parameters())
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.parameters())
+        if self.make_scheduler is None:
+            return optimizer
+        scheduler = self.make_scheduler(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
     # Lightning checkpoints do not hold the random states, so a resumed run would draw other
     # dropout masks than an uninterrupted one. They are saved and restored here.

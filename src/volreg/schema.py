@@ -6,6 +6,7 @@ the config is composed.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -56,6 +57,9 @@ class ModelConfig:
     net: NetConfig = field(default_factory=NetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # An epoch-wise torch.optim.lr_scheduler class with `_partial_: true`, or null for a
+    # constant learning rate (the Keras script's).
+    scheduler: Any = None
 
 
 def register_schemas() -> None:

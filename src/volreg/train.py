@@ -134,6 +134,7 @@ def build_module(cfg: DictConfig, datamodule) -> VolumeRegressor:
         net=net,
         loss=instantiate(cfg.model.loss),
         optimizer=instantiate(cfg.model.optimizer),
+        scheduler=instantiate(cfg.model.scheduler) if cfg.model.scheduler else None,
         settings=settings,
         target_mean=datamodule.target_mean,
         target_std=datamodule.target_std,
