@@ -43,7 +43,7 @@ class Check:
 def same_value(value: Any, reference: Any) -> bool:
     """Compare config values, numbers with a relative tolerance (1e-3 and 0.001 are equal)."""
     if isinstance(value, bool) or isinstance(reference, bool):
-        return value is reference or value == reference
+        return isinstance(value, bool) and isinstance(reference, bool) and value == reference
     if isinstance(value, int | float) and isinstance(reference, int | float):
         return math.isclose(value, reference, rel_tol=1e-9)
     return value == reference

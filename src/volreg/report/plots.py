@@ -60,6 +60,11 @@ def plot_effects(effects: list[SettingEffect], gap: float | None) -> Figure:
     settings = [effect.setting for effect in effects]
     positions = np.arange(len(settings))
     figure, axis = plt.subplots(figsize=(8, 1.0 + 0.5 * max(len(settings), 1)))
+    if not effects:
+        axis.text(0.5, 0.5, "no fix=X or break=X variants with a baseline", ha="center")
+        axis.set_axis_off()
+        return figure
+
     for offset, name, color, attribute in (
         (-0.2, "fix: port → Keras value", "tab:blue", "fix"),
         (0.2, "break: Keras → port value", "tab:red", "break_"),

@@ -98,7 +98,12 @@ def group_jobs(jobs: list[Job]) -> list[Variant]:
     # Overrides shared by every variant (sizes, paths) do not tell the variants apart.
     shared = set.intersection(*(set(variant.overrides) for variant in variants))
     for variant in variants:
-        varying = [override.lstrip("+") for override in variant.overrides if override not in shared]
+        # In the order given on the command line, which the sorted key has lost.
+        varying = [
+            override.lstrip("+")
+            for override in variant.jobs[0].overrides
+            if override in variant.overrides and override not in shared
+        ]
         variant.label = " ".join(varying) or "(as configured)"
         variant.values = [
             value
