@@ -11,7 +11,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -19,8 +18,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from volreg.callbacks import DivergedError, ThroughputMeter
+from volreg.evaluation import write_predictions
 from volreg.module import VolumeRegressor
-from volreg.results import RunRecord, plot_pred_vs_true, save_predictions
+from volreg.results import RunRecord
 from volreg.schema import register_schemas
 from volreg.show import print_config
 
@@ -153,19 +153,7 @@ def test_best(
         log.info("no checkpoint was saved (fast_dev_run or train=false): testing current weights")
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
     record.test = {name: float(value) for name, value in results[0].items()} if results else {}
-
-    batches = trainer.predict(module, dataloaders=datamodule.predict_dataloader())
-    prediction = torch.cat([pred for pred, _ in batches]).cpu().numpy()
-    target = torch.cat([true for _, true in batches]).cpu().numpy()
-    names = tuple(datamodule.target_names)
-    save_predictions(output_dir / "predictions.npz", prediction, target, names)
-
-    figure = plot_pred_vs_true(prediction, target, names)
-    figure.savefig(output_dir / "pred_vs_true.png", dpi=100)
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure("pred_vs_true", figure, global_step=trainer.global_step)
-    log.info("wrote predictions.npz and pred_vs_true.png to %s", output_dir)
+    write_predictions(trainer, module, datamodule, output_dir)
 
 
 def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig, record: RunRecord) -> None:

@@ -1,0 +1,31 @@
+"""Predictions and the pred-vs-true plot of a tested model, shared by training and evaluation."""
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from volreg.module import VolumeRegressor
+from volreg.results import plot_pred_vs_true, save_predictions
+
+log = logging.getLogger(__name__)
+
+
+def write_predictions(
+    trainer: L.Trainer, module: VolumeRegressor, datamodule, output_dir: Path
+) -> None:
+    """Predict the data module's predict split, write predictions.npz and pred_vs_true.png."""
+    batches = trainer.predict(module, dataloaders=datamodule.predict_dataloader())
+    prediction = torch.cat([pred for pred, _ in batches]).cpu().numpy()
+    target = torch.cat([true for _, true in batches]).cpu().numpy()
+    names = tuple(datamodule.target_names)
+    save_predictions(output_dir / "predictions.npz", prediction, target, names)
+
+    figure = plot_pred_vs_true(prediction, target, names)
+    figure.savefig(output_dir / "pred_vs_true.png", dpi=100)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure("pred_vs_true", figure, global_step=trainer.global_step)
+    log.info("wrote predictions.npz and pred_vs_true.png to %s", output_dir)
