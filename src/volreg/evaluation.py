@@ -5,6 +5,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from volreg.module import VolumeRegressor
@@ -29,3 +30,24 @@ def write_predictions(
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure("pred_vs_true", figure, global_step=trainer.global_step)
     log.info("wrote predictions.npz and pred_vs_true.png to %s", output_dir)
+
+
+def load_module(ckpt_path: str | Path) -> VolumeRegressor:
+    """Rebuild a VolumeRegressor from a checkpoint's stored settings and load its weights."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    settings = checkpoint.get("hyper_parameters", {}).get("settings")
+    if not settings or "net" not in settings:
+        raise ValueError(
+            f"{ckpt_path} stores no model settings (hyper_parameters['settings']): evaluate a "
+            "checkpoint written by train.py or volreg-import-keras"
+        )
+    scheduler = settings.get("scheduler")
+    module = VolumeRegressor(
+        net=instantiate(settings["net"]),
+        loss=instantiate(settings["loss"]),
+        optimizer=instantiate(settings["optimizer"]),
+        scheduler=instantiate(scheduler) if scheduler else None,
+        settings=settings,
+    )
+    module.load_state_dict(checkpoint["state_dict"])
+    return module
