@@ -34,8 +34,8 @@ def build_model(
 
     ``overrides`` maps a layer name to constructor arguments that replace the defaults.
     ``extra`` inserts one layer that ResidualCNN3d does not have, named 'extra': "conv" (a
-    second Conv3D in block 1), "dropout" (after dense1), "lambda" (after Flatten) or
-    "activation" (after dense0).
+    second Conv3D in block 1), "dense" (before Flatten), "dropout" (after dense1), "lambda"
+    (after Flatten) or "activation" (after dense0).
     """
     keras.utils.set_random_seed(seed)
     overrides = overrides or {}
@@ -82,6 +82,8 @@ def build_model(
                 )(inputs)
             x = keras.layers.Add(name=f"add{index}")([x, projection])
 
+    if extra == "dense":
+        x = keras.layers.Dense(8, name="extra")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     if extra == "lambda":
         x = keras.layers.Lambda(lambda tensor: tensor * 2.0, name="extra")(x)
@@ -378,6 +380,7 @@ def test_custom_object_rejected(tmp_path):
 
 MISFITS = [
     ({"extra": "conv"}, "layer 'conv1' (Conv3D)", "before Conv3D 'extra'"),
+    ({"extra": "dense"}, "layer 'extra' (Dense)", "at the end of a conv block"),
     ({"extra": "dropout"}, "layer 'extra' (Dropout)", "only after the first Dense"),
     ({"extra": "activation"}, "layer 'extra' (Activation)", "not supported"),
     ({"overrides": {"conv1": {"activation": "tanh"}}}, "layer 'conv1' (Conv3D)", "'tanh'"),
@@ -404,6 +407,7 @@ MISFITS = [
     MISFITS,
     ids=[
         "extra_conv",
+        "extra_dense",
         "extra_dropout",
         "extra_activation",
         "conv_tanh",

@@ -376,7 +376,10 @@ def _read_block(
     if layer.class_name in DROPOUT_KINDS:
         dropout = layer
         layer, inputs = _producer(layers, _single_input(layer, inputs), visited)
-    _expect(layer, ("BatchNormalization",), "before the dropout of a conv block")
+    if dropout is None:
+        _expect(layer, ("BatchNormalization", *DROPOUT_KINDS), "at the end of a conv block")
+    else:
+        _expect(layer, ("BatchNormalization",), f"before dropout '{dropout.name}'")
     norm = layer
     layer, inputs = _producer(layers, _single_input(layer, inputs), visited)
     _expect(layer, ("Conv3D",), f"before BatchNormalization '{norm.name}'")
@@ -402,7 +405,8 @@ def _split_add(
         if layer is None or layer.class_name != "Conv3D" or ref[1] >= len(layer.calls):
             continue
         sources = layer.calls[ref[1]]
-        if len(sources) == 1 and layers[sources[0][0]].class_name == "InputLayer":
+        source = layers.get(sources[0][0]) if len(sources) == 1 else None
+        if source is not None and source.class_name == "InputLayer":
             projection_operands.append(position)
     if len(projection_operands) != 1:
         raise KerasArchitectureError(
