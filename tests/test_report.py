@@ -215,3 +215,11 @@ def test_module_entry_point(sweep, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "target_layout" in result.stdout
+
+
+def test_error_pairs_jobs_by_seed(sweep):
+    variants = group_jobs(find_jobs(sweep))
+    fixed = variant_by_label(variants, "model=pytorch_default fix=target_layout break=none")
+
+    # Differences per seed: 0.11 - 0.25 and 0.13 - 0.27, both -0.14, so no spread at all.
+    assert fixed.delta_error() == pytest.approx(0.0, abs=1e-12)

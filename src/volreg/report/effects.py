@@ -5,20 +5,32 @@ from dataclasses import dataclass
 
 from volreg.report.variants import REFERENCE_MODEL, Variant
 
-# A change smaller than this many standard errors is called seed-to-seed noise.
-NOISE_SE = 2.0
+# The 97.5% quantiles of Student's t for 1 to 10 degrees of freedom: a shift within
+# T_975[dof] standard errors of zero is inside its two-sided 95% interval, so it is called noise.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+T_975_LARGE = 2.0
+# Shifts that round to zero at the four decimals the report prints.
+NO_CHANGE = 5e-5
+
+
+def t_quantile(dof: int) -> float:
+    return T_975[dof - 1] if dof <= len(T_975) else T_975_LARGE
 
 
 @dataclass
 class Shift:
-    """The change of mean best val L1 against the baseline, and its standard error."""
+    """The change of mean best val L1 against the baseline, its standard error and the error's
+    degrees of freedom."""
 
     delta: float
     error: float | None
+    dof: int | None
 
     def is_noise(self) -> bool:
-        """True when the shift is within NOISE_SE standard errors (unknown error: not noise)."""
-        return self.error is not None and abs(self.delta) < NOISE_SE * self.error
+        """True when zero is inside the 95% t-interval (unknown error: not noise)."""
+        if self.error is None or not self.dof:
+            return False
+        return abs(self.delta) < t_quantile(self.dof) * self.error
 
 
 @dataclass
@@ -46,7 +58,7 @@ def setting_effects(variants: list[Variant]) -> list[SettingEffect]:
             continue
         group, _, setting = variant.change.partition("=")
         effect = effects.setdefault(setting, SettingEffect(setting))
-        shift = Shift(delta, variant.delta_error())
+        shift = Shift(delta, variant.delta_error(), variant.delta_dof())
         if group == "fix":
             effect.fix = shift
         else:
@@ -77,11 +89,13 @@ def describe(effect: SettingEffect, gap: float | None) -> str:
 
 
 def _describe_shift(shift: Shift, gap: float | None, verb: str, sign: float) -> str:
+    if abs(shift.delta) < NO_CHANGE:
+        return "leaves val L1 unchanged at 4 decimals"
     text = f"moves val L1 by {shift.delta:+.4f}"
     if shift.error is not None:
         text += f" ± {shift.error:.4f} (SE)"
-    if shift.is_noise():
-        return text + ", within seed-to-seed noise"
     if gap is not None and gap > 0:
         text += f", which {verb} {sign * shift.delta / gap:.0%} of the gap"
+    if shift.is_noise():
+        text += " (its 95% interval includes zero: within seed-to-seed noise)"
     return text

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from volreg.report.effects import NOISE_SE, describe, keras_gap, setting_effects
+from volreg.report.effects import describe, keras_gap, setting_effects
 from volreg.report.runs import VAL_L1
 from volreg.report.tables import problem_jobs, problem_table, variant_table
 from volreg.report.variants import Variant
@@ -37,8 +37,9 @@ def settings_section(variants: list[Variant]) -> list[str]:
         lines.append(
             f"The unchanged PyTorch port ends {gap:+.4f} val L1 from the unchanged Keras-faithful "
             "model (the gap). Shifts are mean best val L1 minus the unchanged model's, ± the "
-            f"standard error (SE) from both variants' seed spread. A shift below {NOISE_SE:g} SE "
-            "is called noise."
+            "standard error (SE), from the per-seed differences where both ran the same seeds. "
+            "A shift whose two-sided 95% Student-t interval contains zero is called noise: with "
+            "two seeds that means less than 12.7 SE."
         )
     top = effects[0]
     lines.append(

@@ -63,19 +63,55 @@ class Variant:
             counts[job.status] = counts.get(job.status, 0) + 1
         return counts
 
+    def seed_values(self) -> dict[int | None, float]:
+        """Best val L1 of each completed job by its seed."""
+        return {
+            job.seed: value
+            for job in self.completed
+            if (value := job.best_val_l1) is not None and math.isfinite(value)
+        }
+
     def delta(self) -> float | None:
         """Mean best val L1 minus the baseline's."""
         if self.baseline is None or self.mean is None or self.baseline.mean is None:
             return None
         return self.mean - self.baseline.mean
 
+    def paired_differences(self) -> list[float] | None:
+        """Per-seed differences to the baseline, when both ran the same two or more seeds.
+
+        Jobs with the same seed share the data order and the random streams, so pairing them
+        removes most of the seed-to-seed spread from the comparison.
+        """
+        if self.baseline is None:
+            return None
+        mine, theirs = self.seed_values(), self.baseline.seed_values()
+        complete = len(mine) == len(self.values) and len(theirs) == len(self.baseline.values)
+        if complete and len(mine) > 1 and mine.keys() == theirs.keys() and None not in mine:
+            return [mine[seed] - theirs[seed] for seed in mine]
+        return None
+
     def delta_error(self) -> float | None:
-        """Standard error of delta, from both variants' seed-to-seed spread."""
+        """Standard error of delta: from the per-seed differences when the seeds pair up,
+        else from both variants' spreads as independent samples."""
+        differences = self.paired_differences()
+        if differences is not None:
+            return statistics.stdev(differences) / math.sqrt(len(differences))
         if self.baseline is None or self.std is None or self.baseline.std is None:
             return None
         return math.sqrt(
             self.std**2 / len(self.values) + self.baseline.std**2 / len(self.baseline.values)
         )
+
+    def delta_dof(self) -> int | None:
+        """Degrees of freedom of delta_error; the smaller sample's for unpaired variants, which
+        is conservative."""
+        differences = self.paired_differences()
+        if differences is not None:
+            return len(differences) - 1
+        if self.delta_error() is None:
+            return None
+        return min(len(self.values), len(self.baseline.values)) - 1
 
 
 def variant_key(job: Job) -> tuple[str, ...]:
@@ -90,6 +126,8 @@ def variant_key(job: Job) -> tuple[str, ...]:
 
 def group_jobs(jobs: list[Job]) -> list[Variant]:
     """Group jobs by overrides minus the seed, label the variants and find their baselines."""
+    if not jobs:
+        return []
     groups: dict[tuple[str, ...], list[Job]] = {}
     for job in jobs:
         groups.setdefault(variant_key(job), []).append(job)
