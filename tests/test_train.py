@@ -2,17 +2,24 @@
 
 import csv
 import json
+import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from train_config import compose_train
+from train_config import TINY, compose_train
 from volreg.train import run
 
 VARIANTS = ["keras_faithful", "pytorch_default"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def train(tmp_path, overrides=()):
@@ -148,3 +155,59 @@ def test_non_finite_loss_ends_as_diverged(tmp_path):
         if value.is_floating_point()
     )
     assert math.isfinite(best)
+
+
+def test_epoch_summary_logs_current_losses(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="volreg.callbacks")
+    _, run_dir = train(tmp_path)
+    train_losses = [float(row["train/loss"]) for row in csv_rows(run_dir) if row["train/loss"]]
+
+    lines = [record.getMessage() for record in caplog.records if "epoch " in record.getMessage()]
+    assert len(lines) == 2
+    assert lines[0].startswith(f"epoch 1/2: train/loss {train_losses[0]:.4f}, val/loss ")
+    assert lines[1].startswith(f"epoch 2/2: train/loss {train_losses[1]:.4f}, val/loss ")
+
+
+@pytest.mark.parametrize(
+    "signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"]
+)
+def test_interrupt_leaves_resumable_checkpoint(tmp_path, signal_number):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *TINY,
+        "trainer.max_epochs=1000",
+        f"hydra.run.dir={run_dir}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env=environment,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "epoch 2/1000" in line:
+            break
+    process.send_signal(signal_number)
+    output.append(process.communicate(timeout=120)[0])
+
+    metrics = read_metrics(run_dir)
+    assert process.returncode != 0, "".join(output)[-3000:]
+    assert metrics["status"] == "interrupted"
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] >= 1
+    best, resumed = train(
+        tmp_path / "resumed",
+        [
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            f"trainer.max_epochs={checkpoint['epoch'] + 1}",
+        ],
+    )
+    assert read_metrics(resumed)["status"] == "completed"

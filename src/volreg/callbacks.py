@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,10 @@ class DivergenceGuard(L.Callback):
 
 
 class InterruptCheckpoint(L.Callback):
-    """Write ``last.ckpt`` when the run is stopped with Ctrl-C, so it can be resumed."""
+    """Write ``last.ckpt`` when the run is stopped with Ctrl-C or SIGTERM, so it can be resumed."""
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        if not isinstance(exception, KeyboardInterrupt):
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         checkpoint = trainer.checkpoint_callback
         if checkpoint is None or checkpoint.dirpath is None:
@@ -77,12 +78,13 @@ class EpochSummary(L.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Callbacks run before the module's epoch-end hook logs train/loss, so the current
+        # epoch's value comes from the module; validation has already run for this epoch.
+        parts = [f"train/loss {pl_module.epoch_loss('train'):.4f}"]
         metrics = trainer.callback_metrics
-        parts = [
-            f"{name} {float(metrics[name]):.4f}"
-            for name in ("train/loss", "val/loss", "val/loss_best")
-            if name in metrics
-        ]
+        for name in ("val/loss", "val/loss_best"):
+            if name in metrics:
+                parts.append(f"{name} {float(metrics[name]):.4f}")
         log.info(
             "epoch %d/%d: %s (%.1f s)",
             trainer.current_epoch + 1,

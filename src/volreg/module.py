@@ -124,6 +124,10 @@ class VolumeRegressor(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
+    def epoch_loss(self, split: str) -> float:
+        """Return the mean loss of ``split`` over the batches of the current epoch so far."""
+        return float(self.losses[f"{split}_split"].compute())
+
     def _log_metrics(self, split: str) -> torch.Tensor:
         # Metric objects reduce across processes in compute(), so the values need no sync_dist.
         loss = self.losses[f"{split}_split"].compute()
