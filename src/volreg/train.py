@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from volreg.callbacks import DivergedError, ThroughputMeter
+from volreg.distributed import is_global_zero, quiet_other_ranks, set_threads
 from volreg.evaluation import write_predictions
 from volreg.module import VolumeRegressor
 from volreg.results import RunRecord
@@ -41,7 +42,10 @@ def main(cfg: DictConfig) -> float:
 def run(cfg: DictConfig) -> float:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    print_config(cfg, output_dir / "config.yaml")
+    # In a DDP job every process runs this function on the same output_dir; rank 0 writes.
+    quiet_other_ranks()
+    if is_global_zero():
+        print_config(cfg, output_dir / "config.yaml")
 
     record = RunRecord(
         settings=OmegaConf.to_container(cfg.model, resolve=True),
@@ -73,13 +77,15 @@ def run(cfg: DictConfig) -> float:
         return float("inf")
     finally:
         record.wall_time_s = round(time.perf_counter() - started, 3)
-        record.write(output_dir / "metrics.json")
-        log.info("status %s; metrics written to %s", record.status, output_dir / "metrics.json")
+        if is_global_zero():
+            record.write(output_dir / "metrics.json")
+            log.info("status %s; metrics written to %s", record.status, output_dir / "metrics.json")
 
     return record.best_val_loss if record.best_val_loss is not None else float("inf")
 
 
 def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None:
+    set_threads(cfg.threads)
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -182,3 +188,8 @@ def _overrides() -> list[str]:
     if HydraConfig.initialized():
         return list(HydraConfig.get().overrides.task)
     return []
+
+
+# DDP child processes run this module (python -m volreg.train), see volreg.distributed.
+if __name__ == "__main__":
+    main()
