@@ -23,7 +23,9 @@ train: install
 test: install
 	$(PYTHON) -m pytest
 
+# The slow tests run sweeps through the launcher and sweeper plugins of the cluster extra.
 test-all: install
+	$(PIP) install -e ".[dev,cluster]"
 	$(PYTHON) -m pytest -m ""
 
 lint: install
