@@ -158,3 +158,28 @@ def test_skips_params_without_grad():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         KerasAdam(make_params(), **kwargs)
+
+
+@pytest.mark.parametrize("options", [{}, {"amsgrad": True}, {"weight_decay": 0.1}])
+def test_foreach_equals_per_tensor_loop(options):
+    loop_params, foreach_params = make_params(), make_params()
+    loop = KerasAdam(loop_params, lr=1e-2, **options)
+    foreach = KerasAdam(foreach_params, lr=1e-2, foreach=True, **options)
+
+    run_steps(loop, loop_params, 5)
+    run_steps(foreach, foreach_params, 5)
+
+    for loop_param, foreach_param in zip(loop_params, foreach_params, strict=True):
+        torch.testing.assert_close(foreach_param, loop_param, atol=1e-7, rtol=1e-6)
+
+
+def test_foreach_handles_uneven_step_counts():
+    params = make_params()
+    optimizer = KerasAdam(params, foreach=True)
+    params[0].grad = torch.ones_like(params[0])
+    optimizer.step()
+
+    run_steps(optimizer, params, 2)
+
+    assert optimizer.state[params[0]]["step"].item() == 3
+    assert optimizer.state[params[1]]["step"].item() == 2

@@ -5,6 +5,7 @@ Run ``python train.py`` (or ``volreg-train``) with Hydra overrides, e.g.
 """
 
 import logging
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -15,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from volreg.callbacks import DivergedError, ThroughputMeter
@@ -59,8 +61,12 @@ def run(cfg: DictConfig) -> float:
     except DivergedError as error:
         log.error("run diverged: %s", error)
         record.status, record.error = "diverged", str(error)
-    except KeyboardInterrupt:
-        record.status, record.error = "interrupted", "stopped with Ctrl-C"
+    except (KeyboardInterrupt, SystemExit) as error:
+        # Lightning turns Ctrl-C into SystemExit(1) after its graceful shutdown, and SIGTERM
+        # (e.g. a cluster's preemption) into SIGTERMException, a SystemExit with code 0.
+        record.status, record.error = "interrupted", "stopped by Ctrl-C or SIGTERM"
+        if isinstance(error, SIGTERMException):
+            raise SystemExit(128 + signal.SIGTERM) from error
         raise
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"

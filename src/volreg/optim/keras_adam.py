@@ -22,6 +22,8 @@ class KerasAdam(Optimizer):
 
     ``weight_decay`` is Keras's decoupled decay, ``theta -= theta * weight_decay * lr``,
     applied before the Adam update. ``amsgrad`` keeps the running maximum of v as Keras does.
+    ``foreach`` updates all tensors of a parameter group with one multi-tensor kernel per
+    operation instead of a Python loop over tensors; the result is the same.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class KerasAdam(Optimizer):
         eps: float = 1e-7,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
+        foreach: bool = False,
     ) -> None:
         if not lr >= 0.0:
             raise ValueError(f"invalid lr={lr!r}: it must be non-negative")
@@ -47,6 +50,7 @@ class KerasAdam(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
+            "foreach": foreach,
         }
         super().__init__(params, defaults)
 
@@ -58,27 +62,41 @@ class KerasAdam(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError("KerasAdam does not support sparse gradients")
-                self._update(param, group)
+            params = [param for param in group["params"] if param.grad is not None]
+            if any(param.grad.is_sparse for param in params):
+                raise RuntimeError("KerasAdam does not support sparse gradients")
+            for param in params:
+                self._init_state(param, group)
+
+            # One multi-tensor update needs one step count; parameters that skipped steps
+            # (no gradient then) have their own count and take the per-tensor path.
+            steps = {self.state[param]["step"].item() for param in params}
+            if group["foreach"] and len(steps) == 1:
+                self._update_foreach(params, group)
+            else:
+                for param in params:
+                    self._update(param, group)
         return loss
+
+    def _init_state(self, param: torch.Tensor, group: dict) -> None:
+        state = self.state[param]
+        if state:
+            return
+        state["step"] = torch.tensor(0.0)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    @staticmethod
+    def _step_size(group: dict, step: float) -> float:
+        beta1, beta2 = group["betas"]
+        return group["lr"] * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
 
     def _update(self, param: torch.Tensor, group: dict) -> None:
         beta1, beta2 = group["betas"]
         lr = group["lr"]
         state = self.state[param]
-        if not state:
-            state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(
-                    param, memory_format=torch.preserve_format
-                )
-
         state["step"] += 1
         step = state["step"].item()
         grad = param.grad
@@ -95,6 +113,31 @@ class KerasAdam(Optimizer):
             torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
             second_moment = state["max_exp_avg_sq"]
 
-        alpha = lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
         denominator = second_moment.sqrt().add_(group["eps"])
-        param.addcdiv_(exp_avg, denominator, value=-alpha)
+        param.addcdiv_(exp_avg, denominator, value=-self._step_size(group, step))
+
+    def _update_foreach(self, params: list[torch.Tensor], group: dict) -> None:
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        states = [self.state[param] for param in params]
+        for state in states:
+            state["step"] += 1
+        step = states[0]["step"].item()
+        grads = [param.grad for param in params]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+
+        if group["weight_decay"] != 0.0:
+            torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
+
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(grads, grads), 1.0 - beta2)
+        second_moments = exp_avg_sqs
+        if group["amsgrad"]:
+            second_moments = [state["max_exp_avg_sq"] for state in states]
+            torch._foreach_maximum_(second_moments, exp_avg_sqs)
+
+        denominators = torch._foreach_sqrt(second_moments)
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-self._step_size(group, step))
