@@ -5,10 +5,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from volreg.module import VolumeRegressor
+from volreg.module import VolumeRegressor, regressor_from_settings
 from volreg.results import plot_pred_vs_true, save_predictions
 
 log = logging.getLogger(__name__)
@@ -67,13 +66,6 @@ def load_module(ckpt_path: str | Path) -> VolumeRegressor:
             f"{ckpt_path} stores no model settings (hyper_parameters['settings']): evaluate a "
             "checkpoint written by train.py or volreg-import-keras"
         )
-    scheduler = settings.get("scheduler")
-    module = VolumeRegressor(
-        net=instantiate(settings["net"]),
-        loss=instantiate(settings["loss"]),
-        optimizer=instantiate(settings["optimizer"]),
-        scheduler=instantiate(scheduler) if scheduler else None,
-        settings=settings,
-    )
+    module = regressor_from_settings(settings)
     module.load_state_dict(checkpoint["state_dict"])
     return module

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import (
@@ -18,7 +19,13 @@ from torchmetrics import (
 )
 from torchmetrics.regression import R2Score
 
+from volreg.options import check_choice
+
 SPLITS = ("train", "val", "test")
+MEMORY_FORMATS = {
+    "contiguous": torch.contiguous_format,
+    "channels_last_3d": torch.channels_last_3d,
+}
 
 
 class VolumeRegressor(L.LightningModule):
@@ -31,6 +38,9 @@ class VolumeRegressor(L.LightningModule):
         scheduler: builds an epoch-wise learning-rate scheduler from the optimizer, or None.
         settings: plain-data description of the run's model settings, stored in checkpoints
             and logged as TensorBoard hyperparameters.
+        memory_format: "contiguous" or "channels_last_3d", the memory layout of the network's
+            weights and input volumes.
+        compile: compile the network with torch.compile (in place, so checkpoint keys stay).
         target_mean, target_std: (P,) scale of standardised targets. Predictions and
             targets are mapped back to target units before the metrics see them.
     """
@@ -44,14 +54,30 @@ class VolumeRegressor(L.LightningModule):
         settings: dict[str, Any] | None = None,
         target_mean: torch.Tensor | None = None,
         target_std: torch.Tensor | None = None,
+        memory_format: str = "contiguous",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Hyperparameters go to the logger once, at the end, together with the final metrics.
         self.save_hyperparameters(
-            ignore=["net", "loss", "optimizer", "scheduler", "target_mean", "target_std"],
+            ignore=[
+                "net",
+                "loss",
+                "optimizer",
+                "scheduler",
+                "target_mean",
+                "target_std",
+                "memory_format",
+                "compile",
+            ],
             logger=False,
         )
-        self.net = net
+        self.memory_format = MEMORY_FORMATS[
+            check_choice("memory_format", memory_format, MEMORY_FORMATS)
+        ]
+        self.net = net.to(memory_format=self.memory_format)
+        if compile:
+            self.net.compile()
         self.loss_fn = loss
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
@@ -81,7 +107,7 @@ class VolumeRegressor(L.LightningModule):
         self.val_history: list[tuple[int, float]] = []
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        return self.net(volume)
+        return self.net(volume.contiguous(memory_format=self.memory_format))
 
     def to_target_units(self, values: torch.Tensor) -> torch.Tensor:
         return values * self.target_std + self.target_mean
@@ -178,6 +204,28 @@ class VolumeRegressor(L.LightningModule):
             (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
         )
         random.setstate(states["python"])
+
+
+def regressor_from_settings(
+    settings: dict[str, Any], net: nn.Module | None = None, **target_scale: torch.Tensor
+) -> VolumeRegressor:
+    """Build a VolumeRegressor from a resolved ``cfg.model`` dict, the form checkpoints store.
+
+    ``net`` replaces the network that ``settings["net"]`` describes (e.g. one holding imported
+    weights); ``target_scale`` takes ``target_mean`` and ``target_std``.
+    """
+    scheduler = settings.get("scheduler")
+    return VolumeRegressor(
+        net=net if net is not None else instantiate(settings["net"]),
+        loss=instantiate(settings["loss"]),
+        optimizer=instantiate(settings["optimizer"]),
+        scheduler=instantiate(scheduler) if scheduler else None,
+        settings=settings,
+        # Checkpoints written before these settings existed lack them.
+        memory_format=settings.get("memory_format", "contiguous"),
+        compile=settings.get("compile", False),
+        **target_scale,
+    )
 
 
 def _target_scale(value: torch.Tensor | None, num_targets: int, fill: float) -> torch.Tensor:

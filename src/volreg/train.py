@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from volreg.callbacks import DivergedError, ThroughputMeter
 from volreg.distributed import is_global_zero, quiet_other_ranks, set_threads
 from volreg.evaluation import write_predictions
-from volreg.module import VolumeRegressor
+from volreg.module import VolumeRegressor, regressor_from_settings
 from volreg.results import RunRecord
 from volreg.schema import register_schemas
 from volreg.show import print_config
@@ -127,29 +127,22 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
     if cfg.test:
         test_best(trainer, module, datamodule, record, output_dir)
         log_hyperparameters(trainer, cfg, record)
+        # Each trainer stage closes the loggers at its end, so what is logged after the last
+        # stage sits in a new writer's buffer until it is closed too.
+        for logger in trainer.loggers:
+            logger.finalize("success")
 
 
 def build_module(cfg: DictConfig, datamodule) -> VolumeRegressor:
-    net = instantiate(
-        cfg.model.net,
-        in_channels=datamodule.in_channels,
-        volume_shape=list(datamodule.volume_shape),
-        num_targets=datamodule.num_targets,
-    )
+    """Build the module from ``cfg.model``, with the network sized from the data."""
     settings = OmegaConf.to_container(cfg.model, resolve=True)
     settings["net"].update(
         in_channels=datamodule.in_channels,
         volume_shape=list(datamodule.volume_shape),
         num_targets=datamodule.num_targets,
     )
-    return VolumeRegressor(
-        net=net,
-        loss=instantiate(cfg.model.loss),
-        optimizer=instantiate(cfg.model.optimizer),
-        scheduler=instantiate(cfg.model.scheduler) if cfg.model.scheduler else None,
-        settings=settings,
-        target_mean=datamodule.target_mean,
-        target_std=datamodule.target_std,
+    return regressor_from_settings(
+        settings, target_mean=datamodule.target_mean, target_std=datamodule.target_std
     )
 
 

@@ -14,7 +14,7 @@ from volreg.interop.keras_file import read_keras_model
 from volreg.interop.keras_graph import KerasArchitecture, collect_weights, map_keras_model
 from volreg.interop.keras_weights import load_keras_weights
 from volreg.models import ResidualCNN3d
-from volreg.module import VolumeRegressor
+from volreg.module import VolumeRegressor, regressor_from_settings
 from volreg.schema import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,7 @@ def import_keras_model(path: str | Path, config_path: str | Path | None = None) 
     settings = model_settings(architecture)
     net = instantiate(settings["net"])
     load_keras_weights(net, weights)
-    module = VolumeRegressor(
-        net=net,
-        loss=instantiate(settings["loss"]),
-        optimizer=instantiate(settings["optimizer"]),
-        settings=settings,
-    )
+    module = regressor_from_settings(settings, net=net)
     return ImportedModel(module, architecture, keras_file.source)
 
 
