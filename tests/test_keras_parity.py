@@ -1,5 +1,7 @@
 """ResidualCNN3d with Keras settings against the real Keras 3 model, forward and in training."""
 
+from functools import partial
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from keras_reference import SMALL, build_keras_model, keras_weights
 from volreg.interop import load_keras_weights
 from volreg.losses import RegressionLoss
 from volreg.models import ResidualCNN3d
+from volreg.module import VolumeRegressor
 from volreg.optim import KerasAdam
 
 KERAS_SETTINGS = {
@@ -178,3 +181,51 @@ def test_trainable_parameter_count_matches_keras():
     keras_count = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
 
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == keras_count
+
+
+FAST_PATHS = [
+    pytest.param({"memory_format": "channels_last_3d"}, {"foreach": True}, id="channels_last_3d"),
+    pytest.param(
+        {"memory_format": "channels_last_3d", "compile": True},
+        {"foreach": True},
+        id="compile",
+        marks=pytest.mark.slow,
+    ),
+]
+
+
+@pytest.mark.parametrize(("module_options", "optimizer_options"), FAST_PATHS)
+def test_fast_paths_keep_forward_parity(module_options, optimizer_options):
+    model = keras_model()
+    module = VolumeRegressor(
+        net_from_keras(model),
+        RegressionLoss(),
+        partial(KerasAdam, **optimizer_options),
+        **module_options,
+    )
+    volumes, _ = make_batches(1)
+
+    np.testing.assert_allclose(
+        net_output(module, volumes[0], training=False),
+        keras_output(model, volumes[0], training=False),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+@pytest.mark.parametrize(("module_options", "optimizer_options"), FAST_PATHS)
+def test_fast_paths_keep_training_parity(module_options, optimizer_options):
+    model = keras_model()
+    module = VolumeRegressor(
+        net_from_keras(model),
+        RegressionLoss(),
+        partial(KerasAdam, lr=LR, **optimizer_options),
+        **module_options,
+    )
+    volumes, targets = make_batches(STEPS)
+
+    train_keras(model, volumes, targets, LR)
+    train_net(module, module.configure_optimizers(), volumes, targets)
+
+    assert module.net.blocks[0].conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert_states_close(module.net, net_from_keras(model))
