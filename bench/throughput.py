@@ -1,0 +1,285 @@
+"""Training throughput of the residual CNN: volreg through Lightning, a bare PyTorch loop, TF-Keras.
+
+Each engine trains the same architecture (Keras settings, L1 loss, Adam) on synthetic 16³
+volumes for a fixed number of steps and reports samples/s. Engines run in alternation
+(A, B, C, A, B, C, ...) so that drift in machine load spreads over all of them, and the
+median of the repeats is reported.
+
+    python bench/throughput.py --widths 16 --batch-sizes 16 --steps 30 --repeats 3
+
+TF-Keras runs only when TensorFlow is installed (``pip install -e ".[bench]"``); each
+Keras measurement runs in a subprocess, because the Keras backend is fixed at import.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from functools import partial
+
+import lightning as L
+import numpy as np
+
+
+def synthetic_batches(batch_size: int, volume: int, count: int, channels_last: bool = False):
+    rng = np.random.default_rng(0)
+    shape = (
+        (batch_size, volume, volume, volume, 1)
+        if channels_last
+        else (batch_size, 1, volume, volume, volume)
+    )
+    volumes = rng.random((count, *shape), dtype=np.float32)
+    targets = rng.random((count, batch_size, 1), dtype=np.float32)
+    return volumes, targets
+
+
+def widths_for(width: int) -> list[int]:
+    # The Keras script's widths are (64, 64, 128): the last block is twice as wide.
+    return [width, width, 2 * width]
+
+
+def torch_net(width: int, volume: int):
+    from volreg.models import ResidualCNN3d
+
+    return ResidualCNN3d(volume_shape=(volume,) * 3, widths=widths_for(width))
+
+
+def run_bare_loop(width: int, batch_size: int, volume: int, steps: int, options: dict) -> float:
+    """Samples/s of a hand-written PyTorch loop: forward, L1, backward, KerasAdam step."""
+    import torch
+
+    from volreg.losses import RegressionLoss
+    from volreg.module import MEMORY_FORMATS
+    from volreg.optim import KerasAdam
+
+    memory_format = MEMORY_FORMATS[options["memory_format"]]
+    net = torch_net(width, volume).to(memory_format=memory_format)
+    optimizer = KerasAdam(net.parameters(), foreach=options["foreach"])
+    loss_fn = RegressionLoss()
+    volumes, targets = synthetic_batches(batch_size, volume, steps + 2)
+    volumes, targets = torch.from_numpy(volumes), torch.from_numpy(targets)
+
+    def step(index):
+        optimizer.zero_grad()
+        x = volumes[index].contiguous(memory_format=memory_format)
+        loss_fn(net(x), targets[index]).backward()
+        optimizer.step()
+
+    net.train()
+    for index in range(2):  # warm-up: allocator, oneDNN primitive cache
+        step(index)
+    started = time.perf_counter()
+    for index in range(2, steps + 2):
+        step(index)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def run_lightning(width: int, batch_size: int, volume: int, steps: int, options: dict) -> float:
+    """Samples/s of VolumeRegressor in a Lightning Trainer, timed inside the fit loop."""
+    import torch
+
+    from volreg.losses import RegressionLoss
+    from volreg.module import VolumeRegressor
+    from volreg.optim import KerasAdam
+
+    volumes, targets = synthetic_batches(batch_size, volume, 1)
+    dataset = torch.utils.data.TensorDataset(
+        torch.from_numpy(np.repeat(volumes[0], steps + 2, axis=0)),
+        torch.from_numpy(np.repeat(targets[0], steps + 2, axis=0)),
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    module = VolumeRegressor(
+        torch_net(width, volume),
+        RegressionLoss(),
+        partial(KerasAdam, foreach=options["foreach"]),
+        memory_format=options["memory_format"],
+    )
+    meter = WallClock(skip_batches=2)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[meter],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return meter.samples_per_second
+
+
+class WallClock(L.Callback):
+    """Wall time from the start of batch ``skip_batches`` to the end of the last batch.
+
+    Everything Lightning does between batches (hooks, logging, data fetching) is inside the
+    span, so the result compares fairly with the bare loop's wall time.
+    """
+
+    def __init__(self, skip_batches: int) -> None:
+        self.skip_batches = skip_batches
+        self.start = self.end = 0.0
+        self.samples = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.skip_batches:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx >= self.skip_batches:
+            self.end = time.perf_counter()
+            self.samples += len(batch[0])
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / (self.end - self.start)
+
+
+KERAS_SCRIPT = """
+import json, sys, time
+import numpy as np
+import keras
+width, batch_size, volume, steps, channels_last = json.loads(sys.argv[1])
+data_format = "channels_last" if channels_last else "channels_first"
+shape = (volume, volume, volume, 1) if channels_last else (1, volume, volume, volume)
+axis = -1 if channels_last else 1
+inputs = keras.Input(shape)
+x = inputs
+widths = [width, width, 2 * width]
+for index, w in enumerate(widths):
+    x = keras.layers.Conv3D(w, 5, activation="relu", padding="same", data_format=data_format)(x)
+    x = keras.layers.BatchNormalization(axis=axis)(x)
+    x = keras.layers.Dropout(0.25)(x)
+    if index < 2:
+        x = keras.layers.Add()([x, keras.layers.Conv3D(w, 1, data_format=data_format)(inputs)])
+x = keras.layers.Flatten()(x)
+x = keras.layers.Dense(64)(x)
+x = keras.layers.Dropout(0.25)(x)
+x = keras.layers.Dense(32)(x)
+outputs = keras.layers.Dense(1)(x)
+model = keras.Model(inputs, outputs)
+model.compile(optimizer=keras.optimizers.Adam(), loss="mae")
+rng = np.random.default_rng(0)
+xs = rng.random((steps + 2, batch_size, *shape), dtype=np.float32)
+ys = rng.random((steps + 2, batch_size, 1), dtype=np.float32)
+for index in range(2):
+    model.train_on_batch(xs[index], ys[index])
+started = time.perf_counter()
+for index in range(2, steps + 2):
+    model.train_on_batch(xs[index], ys[index])
+print(json.dumps(steps * batch_size / (time.perf_counter() - started)))
+"""
+
+
+def run_keras(width: int, batch_size: int, volume: int, steps: int, channels_last: bool) -> float:
+    """Samples/s of the Keras model on TensorFlow, in a fresh subprocess."""
+    environment = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    arguments = json.dumps([width, batch_size, volume, steps, channels_last])
+    result = subprocess.run(
+        [sys.executable, "-c", KERAS_SCRIPT, arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the TF-Keras run failed:\n{result.stderr[-2000:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def tensorflow_available() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("tensorflow") is not None
+    except ImportError:
+        return False
+
+
+def engines(args) -> dict:
+    fast = {"memory_format": args.memory_format, "foreach": args.foreach}
+    chosen = {
+        "volreg (Lightning)": partial(run_lightning, options=fast),
+        "bare PyTorch loop": partial(run_bare_loop, options=fast),
+    }
+    if tensorflow_available() and not args.no_keras:
+        chosen["TF-Keras channels_last"] = partial(run_keras, channels_last=True)
+        chosen["TF-Keras channels_first"] = partial(run_keras, channels_last=False)
+    return chosen
+
+
+def machine() -> str:
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[16, 64],
+        help="width of the first two conv blocks (the third is twice as wide)",
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--volume", type=int, default=16, help="edge of the cubic volumes")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per run")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per setting")
+    parser.add_argument(
+        "--memory-format", default="channels_last_3d", choices=["contiguous", "channels_last_3d"]
+    )
+    parser.add_argument(
+        "--foreach",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="multi-tensor KerasAdam",
+    )
+    parser.add_argument("--no-keras", action="store_true", help="skip TF-Keras")
+    args = parser.parse_args()
+
+    print(f"machine: {machine()}")
+    print(f"command: python {' '.join(sys.argv)}")
+    rows = []
+    for width in args.widths:
+        for batch_size in args.batch_sizes:
+            samples = {name: [] for name in engines(args)}
+            for _ in range(args.repeats):
+                for name, run in engines(args).items():
+                    samples[name].append(run(width, batch_size, args.volume, args.steps))
+            for name, values in samples.items():
+                rows.append((width, batch_size, name, statistics.median(values), values))
+                print(
+                    f"width {width:3d}  batch {batch_size:3d}  {name:26s} "
+                    f"{statistics.median(values):8.1f} samples/s  (runs: "
+                    f"{', '.join(f'{value:.1f}' for value in values)})",
+                    flush=True,
+                )
+
+    print("\n| width | batch | engine | samples/s (median) | runs |")
+    print("|---:|---:|---|---:|---|")
+    for width, batch_size, name, median, values in rows:
+        runs = ", ".join(f"{value:.1f}" for value in values)
+        print(f"| {width} | {batch_size} | {name} | {median:.1f} | {runs} |")
+
+
+if __name__ == "__main__":
+    main()
