@@ -1,4 +1,4 @@
-"""Where a training step of the residual CNN spends its time, by operator, with torch.profiler.
+"""Profile one training step of the residual CNN by operator with torch.profiler.
 
     python bench/profile_step.py --width 16 --batch-size 16 --steps 10
 
