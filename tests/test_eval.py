@@ -1,6 +1,9 @@
 """The evaluation job on imported and trained checkpoints, and resuming an imported one."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +11,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
-from omegaconf.errors import MissingMandatoryValue
 
 from test_import_keras import build_model
 from train_config import compose_train
@@ -114,7 +116,7 @@ def test_eval_rejects_other_volume_shape(tmp_path, imported):
 def test_eval_requires_ckpt_path(tmp_path):
     cfg = compose_eval(tmp_path, [])
 
-    with pytest.raises(MissingMandatoryValue, match="ckpt_path"):
+    with pytest.raises(ValueError, match="ckpt_path is required"):
         run_eval(cfg)
 
 
@@ -162,3 +164,21 @@ def test_imported_checkpoint_resumes(tmp_path, imported):
     original = torch.load(checkpoint, weights_only=True)["state_dict"]
     for name in ("net.blocks.0.conv.weight", "net.projections.1.weight", "net.output_layer.bias"):
         torch.testing.assert_close(resumed[name], original[name], atol=0, rtol=0)
+
+
+def test_eval_requires_existing_checkpoint(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"ckpt_path={tmp_path / 'missing.ckpt'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "missing.ckpt not found" in result.stdout + result.stderr

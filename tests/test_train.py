@@ -138,10 +138,10 @@ def test_resume_matches_uninterrupted(tmp_path):
 
 def test_non_finite_loss_ends_as_diverged(tmp_path):
     # At lr 1e6 the first epoch still ends finite, the second produces NaN.
-    best, run_dir = train(
-        tmp_path,
-        ["model.optimizer.lr=1e6", "trainer.max_epochs=4", "trainer.limit_train_batches=2"],
-    )
+    overrides = ["model.optimizer.lr=1e6", "trainer.max_epochs=4", "trainer.limit_train_batches=2"]
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, overrides)
+    run_dir = tmp_path / "run"
     metrics = read_metrics(run_dir)
 
     assert metrics["status"] == "diverged"
@@ -154,7 +154,8 @@ def test_non_finite_loss_ends_as_diverged(tmp_path):
         for value in checkpoint["state_dict"].values()
         if value.is_floating_point()
     )
-    assert math.isfinite(best)
+    assert exit_info.value.code == 1
+    assert math.isfinite(metrics["best_val_loss"])
 
 
 def test_epoch_summary_logs_current_losses(tmp_path, caplog):

@@ -74,6 +74,10 @@ class EpochSummary(L.Callback):
     def __init__(self) -> None:
         self._epoch_start = 0.0
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A run resumed from a mid-epoch checkpoint starts without on_train_epoch_start.
+        self._epoch_start = time.perf_counter()
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_start = time.perf_counter()
 

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from volreg.evaluation import load_module, write_predictions
 from volreg.module import VolumeRegressor
@@ -35,6 +35,13 @@ def main(cfg: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on ``cfg.data`` and return the test metrics."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ValueError("ckpt_path is required: python eval.py ckpt_path=path/to/model.ckpt")
+    if not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={cfg.ckpt_path} not found: give a .ckpt file written by train.py "
+            "or volreg-import-keras"
+        )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     print_config(cfg, output_dir / "config.yaml")

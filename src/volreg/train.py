@@ -23,6 +23,7 @@ from volreg.callbacks import DivergedError, ThroughputMeter
 from volreg.distributed import is_global_zero, quiet_other_ranks, set_threads
 from volreg.evaluation import write_predictions
 from volreg.module import VolumeRegressor, regressor_from_settings
+from volreg.preflight import check_accelerator, check_resume
 from volreg.results import RunRecord
 from volreg.schema import register_schemas
 from volreg.show import print_config
@@ -61,6 +62,9 @@ def run(cfg: DictConfig) -> float:
     except DivergedError as error:
         log.error("run diverged: %s", error)
         record.status, record.error = "diverged", str(error)
+        if not _in_multirun():
+            # A sweep goes on after a diverged job; a single run exits non-zero for scripts.
+            raise SystemExit(1) from error
     except (KeyboardInterrupt, SystemExit) as error:
         # Lightning turns Ctrl-C into SystemExit(1) after its graceful shutdown, and SIGTERM
         # (e.g. a cluster's preemption) into SIGTERMException, a SystemExit with code 0.
@@ -70,9 +74,10 @@ def run(cfg: DictConfig) -> float:
         raise
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-        log.error("run failed:\n%s", traceback.format_exc())
-        in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if not in_multirun:
+        # Hydra prints the traceback once more when the exception leaves the job.
+        log.error("run failed: %s: %s", type(error).__name__, error)
+        log.debug("traceback:\n%s", traceback.format_exc())
+        if not _in_multirun():
             raise
         if cfg.stop_on_error:
             # Hydra's launcher stores a job's Exception and runs the next job, so only an
@@ -107,6 +112,9 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
         datamodule.num_targets,
     )
     module = build_module(cfg, datamodule)
+    if cfg.train and cfg.ckpt_path:
+        check_resume(cfg.ckpt_path, module.hparams.settings)
+    check_accelerator(cfg.trainer.accelerator)
 
     throughput = ThroughputMeter()
     # A group entry set to null (callbacks.early_stopping=null) is left out.
@@ -124,8 +132,15 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
         record.epochs_run = trainer.current_epoch
         record.train_samples_per_s = throughput.samples_per_second
 
-    if cfg.test:
+    has_test_split = datamodule.describe().split_sizes.get("test", 0) > 0
+    if cfg.test and not has_test_split:
+        log.warning(
+            "the data has no test split, so the run is not tested; set test=false to "
+            "skip testing without this warning"
+        )
+    if cfg.test and has_test_split:
         test_best(trainer, module, datamodule, record, output_dir)
+    if cfg.test:
         log_hyperparameters(trainer, cfg, record)
         # Each trainer stage closes the loggers at its end, so what is logged after the last
         # stage sits in a new writer's buffer until it is closed too.
@@ -181,6 +196,10 @@ def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig, record: RunRecord) 
             logger.log_hyperparams(params, metrics)
         else:
             logger.log_hyperparams(params)
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _overrides() -> list[str]:

@@ -135,7 +135,7 @@ class Hdf5Array(ArrayReader):
                 available = ", ".join(repr(name) for name in _hdf5_datasets(file)) or "none"
                 raise DataError(
                     f"dataset {key!r} for {name} not found in {path}; its datasets are: "
-                    f"{available}. Set data.files.keys.{name} to one of them."
+                    f"{available}. Set data.files.keys.{name} to one of them{_no_split_hint(name)}."
                 )
             self.shape = dataset.shape
             self.dtype = dataset.dtype
@@ -203,6 +203,15 @@ def _hdf5_datasets(file: h5py.File) -> list[str]:
     return found
 
 
+def _no_split_hint(name: str) -> str:
+    if name in ("x_test", "y_test"):
+        return (
+            ", or set data.files.keys.x_test=null and data.files.keys.y_test=null "
+            "when there is no test set"
+        )
+    return ""
+
+
 def _npz_member_header(path: Path, key: str, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Read shape and dtype of ``key`` from the .npy header inside the archive, not its data."""
     try:
@@ -212,7 +221,7 @@ def _npz_member_header(path: Path, key: str, name: str) -> tuple[tuple[int, ...]
                 available = ", ".join(repr(member) for member in members) or "none"
                 raise DataError(
                     f"key {key!r} for {name} not found in {path}; its keys are: {available}. "
-                    f"Set data.files.keys.{name} to one of them."
+                    f"Set data.files.keys.{name} to one of them{_no_split_hint(name)}."
                 )
             with archive.open(f"{key}.npy") as member:
                 version = np.lib.format.read_magic(member)
