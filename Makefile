@@ -29,8 +29,8 @@ test-all: install
 	$(PYTHON) -m pytest -m ""
 
 lint: install
-	$(PYTHON) -m ruff check src tests train.py
-	$(PYTHON) -m ruff format --check src tests train.py
+	$(PYTHON) -m ruff check src tests bench train.py eval.py
+	$(PYTHON) -m ruff format --check src tests bench train.py eval.py
 
 clean:
 	rm -rf .make .pytest_cache build src/*.egg-info
