@@ -55,7 +55,7 @@ def test_resume_other_settings_warns(tmp_path, trained_checkpoint, caplog):
 def test_gpu_without_cuda_is_rejected():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ValueError, match="trainer.accelerator=gpu but PyTorch sees no CUDA GPU"):
+    with pytest.raises(ValueError, match="trainer.accelerator=gpu but PyTorch finds no CUDA GPU"):
         check_accelerator("gpu")
 
 

@@ -21,10 +21,10 @@ ARCHITECTURE_KEYS = (
 
 
 def check_accelerator(accelerator: str) -> None:
-    """Raise a ValueError when a GPU is requested but PyTorch sees none."""
+    """Raise a ValueError when a GPU is requested but PyTorch finds no CUDA device."""
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(
-            f"trainer.accelerator={accelerator} but PyTorch sees no CUDA GPU on this machine: "
+            f"trainer.accelerator={accelerator} but PyTorch finds no CUDA GPU on this machine: "
             "use trainer=cpu, or trainer=default to pick the device automatically"
         )
 
@@ -68,7 +68,7 @@ def check_resume(ckpt_path: str, settings: dict[str, Any]) -> None:
             else "use the data the checkpoint was trained on"
         )
         raise ValueError(
-            f"ckpt_path={ckpt_path} holds a different network:\n  "
+            f"ckpt_path={ckpt_path} contains a different network:\n  "
             + "\n  ".join(lines)
             + f"\nTo resume, {hint}."
         )
