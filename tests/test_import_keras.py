@@ -312,6 +312,8 @@ def test_check_rejects_wrong_layout(tmp_path):
     with pytest.raises(SystemExit, match=r"\(N, 8, 8, 8, 1\)"):
         import_cli(tmp_path / "model.keras", tmp_path / "out.ckpt", check=tmp_path / "inputs.npy")
 
+    assert not (tmp_path / "out.ckpt").exists()
+
 
 # ---------------------------------------------------------------------- rejected files
 

@@ -48,14 +48,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nothing written to {args.out}", file=sys.stderr)
         return 1
 
+    # Inputs of the wrong layout are rejected before anything is written.
+    volumes = load_check_inputs(args.check, imported) if args.check is not None else None
+
     print(describe(imported))
     save_checkpoint(imported.module, args.out)
-    print("train on from it with the same data as the Keras model:")
-    print(f"  python train.py {' '.join(train_overrides(imported))} ckpt_path={args.out}")
+    print("train on from it with the data the Keras model was trained on, e.g.:")
+    print(
+        f"  python train.py {' '.join(train_overrides(imported))} ckpt_path={args.out} "
+        "data=files data.files.path=<your arrays.npz>"
+    )
 
-    if args.check is not None:
-        check(imported, args.check, args.model, args.config)
+    if volumes is not None:
+        check(imported, volumes, args.check, args.model, args.config)
     return 0
+
+
+def load_check_inputs(inputs_path: Path, imported: ImportedModel) -> np.ndarray:
+    """Load the --check inputs and check their layout against the Keras model's input."""
+    volumes = np.load(inputs_path).astype(np.float32)
+    to_channels_first(volumes, imported)
+    return volumes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,10 +116,13 @@ def train_overrides(imported: ImportedModel) -> list[str]:
 
 
 def check(
-    imported: ImportedModel, inputs_path: Path, model_path: Path, config_path: Path | None
+    imported: ImportedModel,
+    volumes: np.ndarray,
+    inputs_path: Path,
+    model_path: Path,
+    config_path: Path | None,
 ) -> None:
     """Print the imported model's predictions on the inputs and the difference from Keras."""
-    volumes = np.load(inputs_path).astype(np.float32)
     channels_first = to_channels_first(volumes, imported)
     net = imported.net.eval()
     with torch.no_grad():
@@ -132,7 +148,8 @@ def to_channels_first(volumes: np.ndarray, imported: ImportedModel) -> np.ndarra
         raise SystemExit(
             f"error: the --check inputs have shape {volumes.shape}, but the Keras model takes "
             f"(N, {', '.join(str(size) for size in expected)}) "
-            f"({imported.architecture.data_format}): save the inputs in the model's layout"
+            f"({imported.architecture.data_format}): save the inputs in the model's layout; "
+            "nothing was written"
         )
     if channels_last:
         volumes = np.moveaxis(volumes, -1, 1)  # (N, D, H, W, C) → (N, C, D, H, W)
