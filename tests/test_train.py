@@ -83,6 +83,7 @@ def test_metrics_json_contents(finished_run):
     assert metrics["settings"]["net"]["init"] == "keras"
     assert metrics["settings"]["optimizer"]["_target_"] == "volreg.optim.KerasAdam"
     assert metrics["seed"] == 0
+    assert metrics["tags"] == ["dev"]
 
 
 def test_train_loss_is_logged_per_epoch(finished_run):

@@ -31,6 +31,7 @@ class RunRecord:
     settings: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     seed: int | None = None
+    tags: list[str] = field(default_factory=list)
 
     def set_history(self, val_history: list[tuple[int, float]]) -> None:
         """Take the best finite val/loss and its epoch from (epoch, val/loss) pairs."""

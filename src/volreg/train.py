@@ -54,6 +54,7 @@ def run(cfg: DictConfig) -> float:
         settings=OmegaConf.to_container(cfg.model, resolve=True),
         overrides=_overrides(),
         seed=cfg.seed,
+        tags=list(cfg.tags),
     )
     started = time.perf_counter()
     try:
@@ -181,6 +182,7 @@ def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig, record: RunRecord) 
     params = {
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "seed": cfg.seed,
+        "tags": ",".join(cfg.tags),
         "data": {
             "source": cfg.data.source,
             "shuffle": cfg.data.shuffle,
