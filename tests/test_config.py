@@ -57,11 +57,14 @@ def test_logger_options_compose(tmp_path, loggers):
 
 
 def test_variants_differ_in_every_port_setting(tmp_path):
-    keras = compose_train(tmp_path, ["model=keras_faithful"]).model
-    port = compose_train(tmp_path, ["model=pytorch_default"]).model
+    keras_cfg = compose_train(tmp_path, ["model=keras_faithful"])
+    port_cfg = compose_train(tmp_path, ["model=pytorch_default"])
+    keras, port = keras_cfg.model, port_cfg.model
 
-    assert port.net.dropout == "channel" and keras.net.dropout == "element"
-    assert port.net.residual == "shared" and keras.net.residual == "separate"
+    assert (port.net.dropout, keras.net.dropout) == ("channel", "element")
+    assert (port.net.residual, keras.net.residual) == ("shared", "separate")
+    assert (port.net.bn_running_var, keras.net.bn_running_var) == ("unbiased", "biased")
+    assert (port_cfg.data.shuffle, keras_cfg.data.shuffle) == (False, True)
     assert (port.net.bn_momentum, keras.net.bn_momentum) == (0.1, 0.01)
     assert (port.net.bn_eps, keras.net.bn_eps) == (1e-5, 1e-3)
     assert (port.net.init, keras.net.init) == ("port", "keras")

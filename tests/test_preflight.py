@@ -86,3 +86,12 @@ def test_files_without_test_split_train_and_skip_test(tmp_path, caplog):
     assert metrics["status"] == "completed"
     assert metrics["test"] == {}
     assert "the data has no test split" in caplog.text
+
+
+def test_train_false_tests_given_checkpoint(tmp_path, trained_checkpoint):
+    trained_metrics = json.loads((trained_checkpoint.parents[1] / "metrics.json").read_text())
+
+    run(compose_train(tmp_path, ["train=false", f"ckpt_path={trained_checkpoint}"]))
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["test/mae"] == pytest.approx(trained_metrics["test"]["test/mae"])

@@ -29,18 +29,24 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
-def check_resume(ckpt_path: str, settings: dict[str, Any]) -> None:
-    """Check that ``ckpt_path`` is a checkpoint whose network matches this run's ``settings``.
-
-    Raises FileNotFoundError or ValueError naming the differing settings and the overrides
-    that rebuild the checkpoint's network; logs a warning for other settings that differ.
-    """
+def check_checkpoint_file(ckpt_path: str) -> Path:
+    """Return ``ckpt_path`` as a Path, or raise FileNotFoundError when it is not a file."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(
             f"ckpt_path={ckpt_path} not found: give a .ckpt file written by train.py "
             "(e.g. outputs/runs/<run>/checkpoints/last.ckpt) or by volreg-import-keras"
         )
+    return path
+
+
+def check_resume(ckpt_path: str, settings: dict[str, Any]) -> None:
+    """Check that ``ckpt_path`` is a checkpoint whose network matches this run's ``settings``.
+
+    Raises FileNotFoundError or ValueError naming the differing settings and the overrides
+    that rebuild the checkpoint's network; logs a warning for other settings that differ.
+    """
+    path = check_checkpoint_file(ckpt_path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         stored = checkpoint["hyper_parameters"]["settings"]

@@ -1,4 +1,4 @@
-"""What a run leaves in its directory: metrics.json, predictions.npz and pred_vs_true.png."""
+"""Run outputs: metrics.json, predictions.npz and pred_vs_true.png in the run directory."""
 
 import json
 import math

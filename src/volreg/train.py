@@ -23,7 +23,7 @@ from volreg.callbacks import DivergedError, ThroughputMeter
 from volreg.distributed import is_global_zero, quiet_other_ranks, set_threads
 from volreg.evaluation import write_predictions
 from volreg.module import VolumeRegressor, regressor_from_settings
-from volreg.preflight import check_accelerator, check_resume
+from volreg.preflight import check_accelerator, check_checkpoint_file, check_resume
 from volreg.results import RunRecord
 from volreg.schema import register_schemas
 from volreg.show import print_config
@@ -101,6 +101,11 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
 
+    # Fail on a missing checkpoint or GPU before the data is built, which can take minutes.
+    check_accelerator(cfg.trainer.accelerator)
+    if cfg.ckpt_path:
+        check_checkpoint_file(cfg.ckpt_path)
+
     log.info("building the data module (data.source=%s)", cfg.data.source)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -115,7 +120,6 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
     module = build_module(cfg, datamodule)
     if cfg.train and cfg.ckpt_path:
         check_resume(cfg.ckpt_path, module.hparams.settings)
-    check_accelerator(cfg.trainer.accelerator)
 
     throughput = ThroughputMeter()
     # A group entry set to null (callbacks.early_stopping=null) is left out.
@@ -140,7 +144,7 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
             "skip testing without this warning"
         )
     if cfg.test and has_test_split:
-        test_best(trainer, module, datamodule, record, output_dir)
+        test_best(trainer, module, datamodule, record, output_dir, cfg.ckpt_path)
     if cfg.test:
         log_hyperparameters(trainer, cfg, record)
         # Each trainer stage closes the loggers at its end, so what is logged after the last
@@ -163,15 +167,25 @@ def build_module(cfg: DictConfig, datamodule) -> VolumeRegressor:
 
 
 def test_best(
-    trainer: L.Trainer, module: VolumeRegressor, datamodule, record: RunRecord, output_dir: Path
+    trainer: L.Trainer,
+    module: VolumeRegressor,
+    datamodule,
+    record: RunRecord,
+    output_dir: Path,
+    ckpt_path: str | None = None,
 ) -> None:
-    """Test the best checkpoint, then write its predictions and the pred-vs-true plot."""
+    """Test the best checkpoint, then write its predictions and the pred-vs-true plot.
+
+    Without a checkpoint saved by this fit (train=false), ``ckpt_path`` is tested instead.
+    """
+    # NOTE: after a resume into a new run directory, ModelCheckpoint's best covers only this
+    # directory, while metrics.json's best_val_loss covers the checkpoint's whole history.
     checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None else ""
+    best = (checkpoint.best_model_path if checkpoint is not None else "") or ckpt_path
     if best:
-        log.info("testing the best checkpoint %s", best)
+        log.info("testing the checkpoint %s", best)
     else:
-        log.info("no checkpoint was saved (fast_dev_run or train=false): testing current weights")
+        log.info("no checkpoint was saved (fast_dev_run): testing the current weights")
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
     record.test = {name: float(value) for name, value in results[0].items()} if results else {}
     write_predictions(trainer, module, datamodule, output_dir)

@@ -13,7 +13,8 @@ def resolve_layout(shape: tuple[int, ...], layout: str, label: str) -> str:
 
     4-D arrays are (N, D, H, W) for every ``layout`` setting. For 5-D arrays, ``auto`` takes an end
     axis as the channel axis when it is smaller than both middle axes, which are spatial in
-    either layout, and asks for the setting unless exactly one end axis qualifies.
+    either layout. Unless exactly one end axis qualifies, it raises an error that requests the
+    setting.
     """
     if len(shape) == 4:
         return NO_CHANNEL_AXIS

@@ -23,7 +23,7 @@ class KerasAdam(Optimizer):
     ``weight_decay`` is Keras's decoupled decay, ``theta -= theta * weight_decay * lr``,
     applied before the Adam update. ``amsgrad`` keeps the running maximum of v as Keras does.
     ``foreach`` updates all tensors of a parameter group with one multi-tensor kernel per
-    operation instead of a Python loop over tensors; the result is the same.
+    operation instead of a Python loop over tensors. The result is the same.
     """
 
     def __init__(
