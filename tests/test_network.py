@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from volreg.models import ResidualCNN3d
+from volreg.models.dropout import PackedDropout
 
 SMALL = {"volume_shape": (8, 8, 8), "widths": (4, 4, 8), "head_widths": (16, 8)}
 
@@ -29,6 +30,7 @@ def test_output_shape(num_targets):
         ("residual", "tied"),
         ("init", "he"),
         ("bn_running_var", "sample"),
+        ("dropout_masks", "philox"),
     ],
 )
 def test_invalid_choice_lists_allowed_values(setting, value):
@@ -112,9 +114,9 @@ def test_keras_and_port_share_weight_bounds():
     assert first_conv.abs().max() <= math.sqrt(6.0 / 625)
 
 
-def block_output(dropout):
+def block_output(dropout, masks="packed"):
     torch.manual_seed(0)
-    net = ResidualCNN3d(**SMALL, dropout=dropout, dropout_rate=0.5)
+    net = ResidualCNN3d(**SMALL, dropout=dropout, dropout_rate=0.5, dropout_masks=masks)
     net.train()
     volume = torch.rand(4, 1, 8, 8, 8) + 1.0  # positive, so ReLU zeroes nothing
     block = net.blocks[0]
@@ -131,8 +133,9 @@ def test_channel_dropout_zeroes_whole_channels():
     assert not partly_zero.any()
 
 
-def test_element_dropout_zeroes_single_values():
-    output = block_output("element")
+@pytest.mark.parametrize("masks", ["packed", "bernoulli"])
+def test_element_dropout_zeroes_single_values(masks):
+    output = block_output("element", masks)
     zero_maps = (output == 0).flatten(2).all(dim=2)
 
     assert (output == 0).any()
@@ -142,7 +145,15 @@ def test_element_dropout_zeroes_single_values():
 def test_head_dropout_stays_element_wise():
     net = ResidualCNN3d(**SMALL, dropout="channel")
 
+    assert type(net.head_dropout) is PackedDropout
+    assert type(net.blocks[0].drop) is nn.Dropout3d
+
+
+def test_bernoulli_masks_use_nn_dropout():
+    net = ResidualCNN3d(**SMALL, dropout_masks="bernoulli")
+
     assert type(net.head_dropout) is nn.Dropout
+    assert type(net.blocks[0].drop) is nn.Dropout
 
 
 def test_shared_residual_halves_projection_parameters():

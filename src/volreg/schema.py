@@ -24,6 +24,8 @@ class NetConfig:
     head_widths: list[int] = field(default_factory=lambda: [64, 32])
     dropout_rate: float = 0.25
     dropout: str = "element"
+    # How element dropout draws masks on the CPU: "packed" or "bernoulli" (nn.Dropout).
+    dropout_masks: str = "packed"
     residual: str = "separate"
     bn_momentum: float = 0.01
     bn_eps: float = 1e-3
@@ -52,6 +54,8 @@ class OptimizerConfig:
     amsgrad: bool = False
     # One multi-tensor kernel per update operation instead of a loop over tensors.
     foreach: bool = False
+    # The whole update in one pass over each tensor (PyTorch's fused kernel).
+    fused: bool = False
 
 
 @dataclass

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from volreg.models.dropout import PackedDropout
 from volreg.options import check_choice
 
 
@@ -47,8 +48,8 @@ class BiasedVarBatchNorm3d(nn.BatchNorm3d):
 
 
 DROPOUT_LAYERS: dict[str, type[nn.Module]] = {
-    # Keras Dropout zeroes single elements.
-    "element": nn.Dropout,
+    # Keras Dropout zeroes single elements; DROPOUT_MASKS picks how the masks are drawn.
+    "element": PackedDropout,
     # nn.Dropout3d zeroes whole (D, H, W) feature maps, like Keras SpatialDropout3D.
     "channel": nn.Dropout3d,
 }
@@ -59,10 +60,22 @@ BATCH_NORM_LAYERS: dict[str, type[nn.BatchNorm3d]] = {
 }
 
 
-def make_dropout(kind: str, rate: float) -> nn.Module:
+# How element dropout draws its masks on the CPU; both give Keras Dropout's distribution.
+DROPOUT_MASKS: dict[str, type[nn.Dropout]] = {
+    # Four masks per 64-bit random draw (volreg.models.dropout).
+    "packed": PackedDropout,
+    # nn.Dropout: one bernoulli_ draw per value.
+    "bernoulli": nn.Dropout,
+}
+
+
+def make_dropout(kind: str, rate: float, masks: str = "packed") -> nn.Module:
     check_choice("dropout", kind, DROPOUT_LAYERS)
+    check_choice("dropout_masks", masks, DROPOUT_MASKS)
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"invalid dropout_rate={rate!r}: it must lie in [0, 1)")
+    if kind == "element":
+        return DROPOUT_MASKS[masks](rate)
     return DROPOUT_LAYERS[kind](rate)
 
 

@@ -48,6 +48,8 @@ class ResidualCNN3d(nn.Module):
         dropout_rate: drop probability of every dropout layer.
         dropout: "element" (Keras Dropout) or "channel" (nn.Dropout3d after the conv blocks;
             the head dropout stays element-wise because Dropout3d drops whole samples on 2-D input).
+        dropout_masks: how element dropout draws masks: "packed" (four per 64-bit random
+            number, see ``volreg.models.dropout``) or "bernoulli" (``nn.Dropout``).
         residual: "separate" (a projection per residual add, as each Keras call builds a new
             layer) or "shared" (one projection module reused, tying the weights).
         bn_momentum: BatchNorm momentum in PyTorch's convention. Keras momentum 0.99 is 0.01 here.
@@ -66,6 +68,7 @@ class ResidualCNN3d(nn.Module):
         num_targets: int = 1,
         dropout_rate: float = 0.25,
         dropout: str = "element",
+        dropout_masks: str = "packed",
         residual: str = "separate",
         bn_momentum: float = 0.01,
         bn_eps: float = 1e-3,
@@ -90,7 +93,13 @@ class ResidualCNN3d(nn.Module):
         for width in widths:
             norm = make_batch_norm(width, bn_momentum, bn_eps, bn_running_var)
             blocks.append(
-                ConvBlock(channels, width, kernel_size, norm, make_dropout(dropout, dropout_rate))
+                ConvBlock(
+                    channels,
+                    width,
+                    kernel_size,
+                    norm,
+                    make_dropout(dropout, dropout_rate, dropout_masks),
+                )
             )
             channels = width
         self.blocks = nn.ModuleList(blocks)
@@ -115,7 +124,7 @@ class ResidualCNN3d(nn.Module):
             hidden.append(nn.Linear(flat_features, width))
             flat_features = width
         self.hidden = nn.ModuleList(hidden)
-        self.head_dropout = make_dropout("element", dropout_rate)
+        self.head_dropout = make_dropout("element", dropout_rate, dropout_masks)
         self.output_layer = nn.Linear(flat_features, num_targets)
 
         INIT_SCHEMES[init](self)

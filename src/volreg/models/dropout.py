@@ -1,0 +1,69 @@
+"""Element dropout with masks drawn from packed random bits on the CPU.
+
+On the CPU, ``nn.Dropout`` draws one Mersenne Twister number per value (``bernoulli_``), which
+took as long as the forward convolutions of the width-16 network (docs/benchmarks.md). One
+64-bit draw contains four 15-bit uniform integers, so a mask needs a quarter of the draws.
+"""
+
+import torch
+from torch import nn
+
+# Each 64-bit word from random_() contains 63 uniform bits (the sign bit is 0). Read as four
+# int16 lanes and masked to their low 15 bits, every lane is uniform on [0, 2**15).
+LANES_PER_WORD = 4
+LANE_BITS = 15
+LANE_MASK = (1 << LANE_BITS) - 1
+
+
+def keep_mask(like: torch.Tensor, rate: float) -> torch.Tensor:
+    """Return a bool mask shaped and strided like ``like``, True with probability 1 - rate.
+
+    The drop probability is ``round(rate·2**15) / 2**15``: exact for rates that are multiples
+    of 2**-15 (such as 0.25 or 0.5), within 2**-16 of ``rate`` otherwise.
+    """
+    count = like.numel()
+    words = torch.empty(
+        (count + LANES_PER_WORD - 1) // LANES_PER_WORD, dtype=torch.int64, device=like.device
+    )
+    lanes = words.random_().view(torch.int16)[:count]
+    keep = (lanes & LANE_MASK) >= round(rate * (1 << LANE_BITS))
+    # Masks are independent per value, so the flat order can follow the input's memory
+    # layout (contiguous or channels_last_3d) and the product needs no layout change.
+    if like.dim() == 5 and like.is_contiguous(memory_format=torch.channels_last_3d):
+        return keep.as_strided(like.shape, like.stride())
+    return keep.view(like.shape)
+
+
+class _ScaleByMask(torch.autograd.Function):
+    """``input · keep · scale``, saving the 1-byte mask rather than a float copy of it."""
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return input * _scaled(keep, scale, input.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (keep,) = ctx.saved_tensors
+        return grad * _scaled(keep, ctx.scale, grad.dtype), None, None
+
+
+def _scaled(keep: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    # Viewing bool as uint8 costs nothing, and uint8 converts to float about three times
+    # faster than bool does on the CPU.
+    return keep.view(torch.uint8).to(dtype).mul_(scale)
+
+
+class PackedDropout(nn.Dropout):
+    """``nn.Dropout`` (Keras ``Dropout``: single values, kept ones scaled by 1/(1 - rate)).
+
+    In training on the CPU the mask comes from ``keep_mask``. On other devices, in eval mode
+    and at rate 0 this is ``nn.Dropout``, because its GPU kernel already fuses mask and product.
+    The masks follow ``torch.manual_seed`` as ``nn.Dropout``'s do, from a different stream.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or input.device.type != "cpu" or self.inplace:
+            return super().forward(input)
+        return _ScaleByMask.apply(input, keep_mask(input, self.p), 1.0 / (1.0 - self.p))

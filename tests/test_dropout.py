@@ -1,0 +1,94 @@
+"""PackedDropout: Keras Dropout's distribution from packed random bits on the CPU."""
+
+import pytest
+import torch
+from torch import nn
+
+from volreg.models.dropout import PackedDropout, keep_mask
+
+# 2**22 values: the kept fraction has a standard deviation near 2e-4, so 1e-3 is about 5 sigma.
+MANY = (16, 16, 16, 16, 64)
+
+
+def test_keep_mask_keeps_one_minus_rate():
+    torch.manual_seed(0)
+    keep = keep_mask(torch.empty(MANY), 0.25)
+
+    assert keep.dtype == torch.bool
+    assert keep.shape == MANY
+    assert keep.float().mean().item() == pytest.approx(0.75, abs=1e-3)
+
+
+def test_keep_mask_lanes_are_independent_of_position():
+    # Each 64-bit word gives four neighbouring values; every lane must keep 1 - rate.
+    torch.manual_seed(1)
+    keep = keep_mask(torch.empty(MANY), 0.5).reshape(-1, 4).float()
+
+    for fraction in keep.mean(dim=0).tolist():
+        assert fraction == pytest.approx(0.5, abs=2e-3)
+    # Neighbours in a word are uncorrelated: both kept in a quarter of the words.
+    assert (keep[:, 0] * keep[:, 1]).mean().item() == pytest.approx(0.25, abs=2e-3)
+
+
+def test_keep_mask_follows_channels_last_layout():
+    like = torch.empty(2, 3, 4, 4, 4).to(memory_format=torch.channels_last_3d)
+
+    keep = keep_mask(like, 0.25)
+
+    assert keep.stride() == like.stride()
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.5])
+def test_training_output_is_zero_or_scaled_input(rate):
+    torch.manual_seed(2)
+    layer = PackedDropout(rate).train()
+    values = torch.rand(8, 4, 8, 8, 8) + 1.0
+
+    output = layer(values)
+
+    kept = output != 0
+    torch.testing.assert_close(output[kept], values[kept] / (1.0 - rate))
+    assert kept.float().mean().item() == pytest.approx(1.0 - rate, abs=0.01)
+
+
+def test_gradient_is_the_mask_times_the_scale():
+    torch.manual_seed(3)
+    values = (torch.rand(4, 2, 6, 6, 6) + 1.0).requires_grad_()
+    output = PackedDropout(0.25).train()(values)
+
+    output.sum().backward()
+
+    expected = (output != 0).float() / 0.75
+    torch.testing.assert_close(values.grad, expected)
+
+
+def test_masks_follow_manual_seed():
+    values = torch.rand(4, 1000)
+    layer = PackedDropout(0.5).train()
+
+    torch.manual_seed(4)
+    first, second = layer(values), layer(values)
+    torch.manual_seed(4)
+    again = layer(values)
+
+    assert torch.equal(first, again)
+    assert not torch.equal(first, second)
+
+
+def test_eval_mode_and_rate_zero_return_the_input():
+    values = torch.rand(4, 100)
+
+    assert torch.equal(PackedDropout(0.25).eval()(values), values)
+    assert torch.equal(PackedDropout(0.0).train()(values), values)
+
+
+def test_matches_nn_dropout_statistics():
+    # Same mean and variance of the output as nn.Dropout: only the random stream differs.
+    torch.manual_seed(5)
+    values = torch.ones(MANY)
+
+    packed = PackedDropout(0.25).train()(values)
+    bernoulli = nn.Dropout(0.25).train()(values)
+
+    assert packed.mean().item() == pytest.approx(bernoulli.mean().item(), abs=3e-3)
+    assert packed.var().item() == pytest.approx(bernoulli.var().item(), abs=3e-3)
