@@ -153,6 +153,7 @@ def test_skips_params_without_grad():
         ({"betas": (0.9,)}, "invalid betas"),
         ({"eps": -1e-7}, "invalid eps"),
         ({"weight_decay": -0.1}, "invalid weight_decay"),
+        ({"foreach": True, "fused": True}, "choose one of the two fast paths"),
     ],
 )
 def test_invalid_arguments(kwargs, message):
@@ -171,6 +172,35 @@ def test_foreach_equals_per_tensor_loop(options):
 
     for loop_param, foreach_param in zip(loop_params, foreach_params, strict=True):
         torch.testing.assert_close(foreach_param, loop_param, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{}, {"amsgrad": True}, {"weight_decay": 0.1}])
+def test_fused_equals_per_tensor_loop(options):
+    loop_params, fused_params = make_params(), make_params()
+    loop = KerasAdam(loop_params, lr=1e-2, eps=1e-3, **options)
+    fused = KerasAdam(fused_params, lr=1e-2, eps=1e-3, fused=True, **options)
+
+    run_steps(loop, loop_params, 20)
+    run_steps(fused, fused_params, 20)
+
+    for loop_param, fused_param in zip(loop_params, fused_params, strict=True):
+        torch.testing.assert_close(fused_param, loop_param, atol=1e-6, rtol=1e-5)
+    assert fused.state[fused_params[0]]["step"].item() == 20
+
+
+def test_fused_keeps_keras_eps_placement():
+    # A large eps separates the placements: torch Adam with the same eps takes other steps.
+    keras_params, torch_params = make_params(), make_params()
+    fused = KerasAdam(keras_params, eps=1e-1, fused=True)
+    loop_params = make_params()
+    loop = KerasAdam(loop_params, eps=1e-1)
+    plain = torch.optim.Adam(torch_params, eps=1e-1)
+
+    for optimizer, params in ((fused, keras_params), (loop, loop_params), (plain, torch_params)):
+        run_steps(optimizer, params, 3)
+
+    torch.testing.assert_close(keras_params[0], loop_params[0])
+    assert not torch.allclose(keras_params[0], torch_params[0], atol=1e-5)
 
 
 def test_foreach_handles_uneven_step_counts():

@@ -185,6 +185,7 @@ def test_trainable_parameter_count_matches_keras():
 
 FAST_PATHS = [
     pytest.param({"memory_format": "channels_last_3d"}, {"foreach": True}, id="channels_last_3d"),
+    pytest.param({"memory_format": "channels_last_3d"}, {"fused": True}, id="fused_adam"),
     pytest.param(
         {"memory_format": "channels_last_3d", "compile": True},
         {"foreach": True},

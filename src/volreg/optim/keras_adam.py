@@ -24,6 +24,11 @@ class KerasAdam(Optimizer):
     applied before the Adam update. ``amsgrad`` keeps the running maximum of v as Keras does.
     ``foreach`` updates all tensors of a parameter group with one multi-tensor kernel per
     operation instead of a Python loop over tensors. The result is the same.
+
+    ``fused`` runs the whole update in one pass over each tensor with PyTorch's fused AdamW
+    kernel. That kernel adds eps to the bias-corrected sqrt(v), so it is given
+    ``eps / sqrt(1 - beta2^t)`` at step t, which is Keras's update written the other way
+    round; results agree with the loop to float32 rounding, not bit for bit.
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class KerasAdam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         foreach: bool = False,
+        fused: bool = False,
     ) -> None:
         if not lr >= 0.0:
             raise ValueError(f"invalid lr={lr!r}: it must be non-negative")
@@ -44,6 +50,10 @@ class KerasAdam(Optimizer):
             raise ValueError(f"invalid eps={eps!r}: it must be non-negative")
         if not weight_decay >= 0.0:
             raise ValueError(f"invalid weight_decay={weight_decay!r}: it must be non-negative")
+        if foreach and fused:
+            raise ValueError(
+                "invalid foreach=True with fused=True: choose one of the two fast paths"
+            )
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
@@ -51,6 +61,7 @@ class KerasAdam(Optimizer):
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
             "foreach": foreach,
+            "fused": fused,
         }
         super().__init__(params, defaults)
 
@@ -71,7 +82,9 @@ class KerasAdam(Optimizer):
             # One multi-tensor update needs one step count; parameters that skipped steps
             # (no gradient then) have their own count and take the per-tensor path.
             steps = {self.state[param]["step"].item() for param in params}
-            if group["foreach"] and len(steps) == 1:
+            if group["fused"] and len(steps) == 1:
+                self._update_fused(params, group)
+            elif group["foreach"] and len(steps) == 1:
                 self._update_foreach(params, group)
             else:
                 for param in params:
@@ -141,3 +154,29 @@ class KerasAdam(Optimizer):
         denominators = torch._foreach_sqrt(second_moments)
         torch._foreach_add_(denominators, group["eps"])
         torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-self._step_size(group, step))
+
+    def _update_fused(self, params: list[torch.Tensor], group: dict) -> None:
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        states = [self.state[param] for param in params]
+        steps = [state["step"] for state in states]
+        torch._foreach_add_(steps, 1.0)
+        step = steps[0].item()
+        max_exp_avg_sqs = [state["max_exp_avg_sq"] for state in states] if group["amsgrad"] else []
+        # AdamW's decoupled decay, theta *= 1 - lr * weight_decay, is Keras's weight_decay.
+        torch._fused_adamw_(
+            params,
+            [param.grad for param in params],
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            max_exp_avg_sqs,
+            steps,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"] / math.sqrt(1.0 - beta2**step),
+            amsgrad=group["amsgrad"],
+            maximize=False,
+        )
