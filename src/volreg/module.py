@@ -81,6 +81,8 @@ class VolumeRegressor(L.LightningModule):
         self.loss_fn = loss
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
+        # Random states of a loaded checkpoint, applied when its training resumes.
+        self._resume_rng_states: dict[str, Any] | None = None
 
         num_targets = net.num_targets
         self.register_buffer("target_mean", _target_scale(target_mean, num_targets, 0.0))
@@ -174,7 +176,8 @@ class VolumeRegressor(L.LightningModule):
         }
 
     # Lightning checkpoints do not hold the random states, so a resumed run would draw other
-    # dropout masks than an uninterrupted one. They are saved and restored here.
+    # dropout masks than an uninterrupted one. They are saved here and restored when training
+    # resumes rather than at load time, so that what runs in between cannot shift them.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_history"] = list(self.val_history)
         name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
@@ -195,7 +198,10 @@ class VolumeRegressor(L.LightningModule):
         self.val_history = [tuple(item) for item in checkpoint.get("val_history", [])]
         for _, val_loss in self.val_history:
             self.val_loss_best.update(torch.tensor(val_loss))
-        states = checkpoint.get("rng_states")
+        self._resume_rng_states = checkpoint.get("rng_states")
+
+    def on_train_epoch_start(self) -> None:
+        states, self._resume_rng_states = self._resume_rng_states, None
         if states is None:
             return
         torch.set_rng_state(states["torch"])

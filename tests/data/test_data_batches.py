@@ -192,3 +192,16 @@ def test_trainer_reshuffles_each_epoch(small_grf, shuffle):
         assert orders[1] != orders[2]
     else:
         assert orders[0] == orders[1] == orders[2]
+
+
+def test_loader_leaves_global_random_stream(small_grf):
+    # Lightning creates iterators at varying points (the sanity check, resuming), so a draw
+    # from the global stream there would change the dropout masks of a resumed run.
+    data = VolumeDataModule(**small_grf, shuffle=True)
+    data.setup("fit")
+    before = torch.get_rng_state()
+
+    collect(data.train_dataloader())
+    collect(data.val_dataloader())
+
+    assert torch.equal(torch.get_rng_state(), before)

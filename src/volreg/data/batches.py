@@ -115,4 +115,7 @@ def batch_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        # Each new iterator draws a worker seed from this generator. Without it, the draw
+        # comes from torch's global stream and shifts the dropout masks that follow.
+        generator=torch.Generator().manual_seed(seed),
     )
