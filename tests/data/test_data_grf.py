@@ -219,6 +219,7 @@ def test_no_test_split_when_n_test_zero(small_grf):
         ("targets", ["mass"], "data.grf.targets"),
         ("amplitude_range", [2.0, 1.0], "data.grf.amplitude_range"),
         ("spectral_index_range", [-2.0, -2.0], "data.grf.spectral_index_range"),
+        ("spectral_index_range", [-1.0, -2.0], "low <= high"),
         ("amplitude_range", [-1.0, 1.0], ">= 0"),
     ],
 )
@@ -226,4 +227,22 @@ def test_invalid_grf_setting_rejected(small_grf, setting, value, message):
     small_grf["grf"][setting] = value
 
     with pytest.raises(ValueError, match=message):
+        VolumeDataModule(**small_grf).describe()
+
+
+def test_fixed_amplitude_when_not_a_target(small_grf):
+    small_grf["grf"].update(targets=["spectral_index"], amplitude_range=[1.0, 1.0])
+    data = VolumeDataModule(**small_grf)
+
+    data.setup()
+
+    assert data.describe().target_names == ("spectral_index",)
+    settings = GrfSettings((8, 8, 8), (4, 0, 0), (1.0, 1.0), (-3.0, -1.0), seed=0)
+    np.testing.assert_array_equal(generate_split(settings, "train").parameters[:, 0], 1.0)
+
+
+def test_fixed_range_rejected_for_a_target(small_grf):
+    small_grf["grf"].update(targets=["amplitude"], amplitude_range=[1.0, 1.0])
+
+    with pytest.raises(ValueError, match="for the target 'amplitude'"):
         VolumeDataModule(**small_grf).describe()

@@ -218,14 +218,16 @@ def check_settings(
             f"invalid data.grf.targets={list(targets)}: give one or both of {list(TARGETS)}, "
             "each once"
         )
-    for key, bounds in (
-        ("amplitude_range", amplitude_range),
-        ("spectral_index_range", spectral_index_range),
-    ):
-        if len(bounds) != 2 or not bounds[0] < bounds[1]:
+    for name, bounds in zip(TARGETS, (amplitude_range, spectral_index_range), strict=True):
+        if len(bounds) != 2 or not bounds[0] <= bounds[1]:
             raise DataError(
-                f"invalid data.grf.{key}={list(bounds)}: give [low, high] with low < high, "
-                "because targets are mapped from this range to [0, 1]"
+                f"invalid data.grf.{name}_range={list(bounds)}: give [low, high] with low <= high"
+            )
+        # A parameter that is not a target may be fixed, but a target is mapped to [0, 1].
+        if name in targets and bounds[0] == bounds[1]:
+            raise DataError(
+                f"invalid data.grf.{name}_range={list(bounds)} for the target {name!r}: give "
+                "low < high, because targets are mapped from this range to [0, 1]"
             )
     if amplitude_range[0] < 0:
         raise DataError(
