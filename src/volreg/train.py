@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from volreg.allocator import keep_freed_memory
 from volreg.callbacks import DivergedError, ThroughputMeter
 from volreg.distributed import is_global_zero, quiet_other_ranks, set_threads
 from volreg.evaluation import write_predictions
@@ -98,6 +99,8 @@ def run(cfg: DictConfig) -> float:
 
 def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None:
     set_threads(cfg.threads)
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
 
