@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from volreg.models.dropout import PackedDropout, keep_mask
+from volreg.models.dropout import PackedDropout, keep_mask, lane_bits
 
 # 2**22 values: the kept fraction has a standard deviation near 2e-4, so 1e-3 is about 5 sigma.
 MANY = (16, 16, 16, 16, 64)
@@ -19,15 +19,30 @@ def test_keep_mask_keeps_one_minus_rate():
     assert keep.float().mean().item() == pytest.approx(0.75, abs=1e-3)
 
 
-def test_keep_mask_lanes_are_independent_of_position():
-    # Each 64-bit word gives four neighbouring values; every lane must keep 1 - rate.
+@pytest.mark.parametrize(("rate", "lanes"), [(0.5, 8), (0.3, 4)])
+def test_keep_mask_lanes_are_independent_of_position(rate, lanes):
+    # Each 64-bit word gives 8 (7-bit lanes) or 4 (15-bit lanes) neighbouring values, and
+    # every lane must keep 1 - rate.
     torch.manual_seed(1)
-    keep = keep_mask(torch.empty(MANY), 0.5).reshape(-1, 4).float()
+    keep = keep_mask(torch.empty(MANY), rate).reshape(-1, lanes).float()
 
     for fraction in keep.mean(dim=0).tolist():
-        assert fraction == pytest.approx(0.5, abs=2e-3)
-    # Neighbours in a word are uncorrelated: both kept in a quarter of the words.
-    assert (keep[:, 0] * keep[:, 1]).mean().item() == pytest.approx(0.25, abs=2e-3)
+        assert fraction == pytest.approx(1.0 - rate, abs=3e-3)
+    # Neighbours in a word are uncorrelated.
+    both = (keep[:, 0] * keep[:, lanes - 1]).mean().item()
+    assert both == pytest.approx((1.0 - rate) ** 2, abs=3e-3)
+
+
+@pytest.mark.parametrize(("rate", "bits"), [(0.25, 7), (0.5, 7), (0.1, 15), (0.3, 15)])
+def test_lane_bits_exact_rates_use_7_bits(rate, bits):
+    assert lane_bits(rate) == bits
+
+
+def test_keep_mask_inexact_rate_close():
+    torch.manual_seed(7)
+    keep = keep_mask(torch.empty(MANY), 0.1)
+
+    assert keep.float().mean().item() == pytest.approx(0.9, abs=1e-3)
 
 
 def test_keep_mask_follows_channels_last_layout():

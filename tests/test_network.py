@@ -8,6 +8,7 @@ from torch import nn
 
 from volreg.models import ResidualCNN3d
 from volreg.models.dropout import PackedDropout
+from volreg.models.layers import Projection
 
 SMALL = {"volume_shape": (8, 8, 8), "widths": (4, 4, 8), "head_widths": (16, 8)}
 
@@ -188,3 +189,18 @@ def test_biased_running_variance():
     expected = 0.5 + (unbiased.blocks[0].norm.running_var - 0.5) * (values - 1) / values
     torch.testing.assert_close(biased.blocks[0].norm.running_var, expected)
     assert int(biased.blocks[0].norm.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_projection_equals_conv3d(in_channels):
+    torch.manual_seed(6)
+    projection = Projection(in_channels, 4)
+    conv = nn.Conv3d(in_channels, 4, kernel_size=1)
+    conv.load_state_dict(projection.state_dict())
+    volume = torch.rand(2, in_channels, 5, 5, 5)
+
+    torch.testing.assert_close(projection(volume), conv(volume), atol=1e-6, rtol=0)
+    projection(volume).square().sum().backward()
+    conv(volume).square().sum().backward()
+    torch.testing.assert_close(projection.weight.grad, conv.weight.grad)
+    torch.testing.assert_close(projection.bias.grad, conv.bias.grad)

@@ -2,31 +2,42 @@
 
 On the CPU, ``nn.Dropout`` draws one Mersenne Twister number per value (``bernoulli_``), which
 took as long as the forward convolutions of the width-16 network (docs/benchmarks.md). One
-64-bit draw contains four 15-bit uniform integers, so a mask needs a quarter of the draws.
+64-bit draw contains eight 7-bit or four 15-bit uniform integers, so a mask needs an eighth
+or a quarter of the draws.
 """
 
 import torch
 from torch import nn
 
-# Each 64-bit word from random_() contains 63 uniform bits (the sign bit is 0). Read as four
-# int16 lanes and masked to their low 15 bits, every lane is uniform on [0, 2**15).
-LANES_PER_WORD = 4
-LANE_BITS = 15
-LANE_MASK = (1 << LANE_BITS) - 1
+# Each 64-bit word from random_() contains 63 uniform bits (the sign bit is 0). Read as
+# lanes of 8 or 16 bits and masked to their low 7 or 15 bits, every lane is uniform.
+LANE_DTYPES = {7: torch.int8, 15: torch.int16}
+WORD_BITS = 64
+
+
+def lane_bits(rate: float) -> int:
+    """Return 7 when ``rate`` is a multiple of 2**-7 (such as 0.25 or 0.5), else 15.
+
+    7-bit lanes give such rates exactly with half the draws of 15-bit lanes.
+    """
+    return 7 if (rate * (1 << 7)).is_integer() else 15
 
 
 def keep_mask(like: torch.Tensor, rate: float) -> torch.Tensor:
     """Return a bool mask shaped and strided like ``like``, True with probability 1 - rate.
 
-    The drop probability is ``round(rate·2**15) / 2**15``: exact for rates that are multiples
-    of 2**-15 (such as 0.25 or 0.5), within 2**-16 of ``rate`` otherwise.
+    The drop probability is exact for rates that are multiples of 2**-7 and within 2**-16
+    of ``rate`` otherwise (``round(rate·2**15) / 2**15``).
     """
+    bits = lane_bits(rate)
+    dtype = LANE_DTYPES[bits]
+    lanes_per_word = WORD_BITS // (bits + 1)
     count = like.numel()
     words = torch.empty(
-        (count + LANES_PER_WORD - 1) // LANES_PER_WORD, dtype=torch.int64, device=like.device
+        (count + lanes_per_word - 1) // lanes_per_word, dtype=torch.int64, device=like.device
     )
-    lanes = words.random_().view(torch.int16)[:count]
-    keep = (lanes & LANE_MASK) >= round(rate * (1 << LANE_BITS))
+    lanes = words.random_().view(dtype)[:count]
+    keep = (lanes & ((1 << bits) - 1)) >= round(rate * (1 << bits))
     # Masks are independent per value, so the flat order can follow the input's memory
     # layout (contiguous or channels_last_3d) and the product needs no layout change.
     if like.dim() == 5 and like.is_contiguous(memory_format=torch.channels_last_3d):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from volreg.models.init import INIT_SCHEMES
-from volreg.models.layers import make_batch_norm, make_dropout
+from volreg.models.layers import Projection, make_batch_norm, make_dropout
 from volreg.options import check_choice
 
 RESIDUAL_MODES = ("separate", "shared")
@@ -26,7 +26,8 @@ class ConvBlock(nn.Sequential):
     ) -> None:
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding="same")
-        self.act = nn.ReLU()
+        # In place: the convolution's backward pass does not need its output.
+        self.act = nn.ReLU(inplace=True)
         self.norm = norm
         self.drop = dropout
 
@@ -114,7 +115,7 @@ class ResidualCNN3d(nn.Module):
                 )
             residual_widths = residual_widths[:1]
         self.projections = nn.ModuleList(
-            nn.Conv3d(in_channels, width, kernel_size=1) for width in residual_widths
+            Projection(in_channels, width) for width in residual_widths
         )
 
         # Head.
