@@ -213,3 +213,13 @@ def test_interrupt_leaves_resumable_checkpoint(tmp_path, signal_number):
         ],
     )
     assert read_metrics(resumed)["status"] == "completed"
+
+
+def test_last_checkpoint_is_the_final_epoch(tmp_path):
+    # At lr 0 only BatchNorm's running statistics move, so val/loss barely changes and the
+    # best checkpoint lags behind, while last.ckpt must still follow every epoch.
+    _, run_dir = train(tmp_path, ["model.optimizer.lr=0", "trainer.max_epochs=3"])
+
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2
+    assert read_metrics(run_dir)["epochs_run"] == 3
