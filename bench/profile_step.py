@@ -10,6 +10,7 @@ import argparse
 import time
 
 import torch
+from throughput import adam_options  # bench/ is on sys.path when run as a script
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from volreg.losses import RegressionLoss
@@ -24,16 +25,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--volume", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--memory-format", default="channels_last_3d", choices=list(MEMORY_FORMATS))
-    parser.add_argument("--foreach", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--memory-format", default="contiguous", choices=list(MEMORY_FORMATS))
+    parser.add_argument("--adam", default="fused", choices=["loop", "foreach", "fused"])
+    parser.add_argument("--dropout-masks", default="packed", choices=["packed", "bernoulli"])
     args = parser.parse_args()
 
     memory_format = MEMORY_FORMATS[args.memory_format]
     net = ResidualCNN3d(
-        volume_shape=(args.volume,) * 3, widths=[args.width, args.width, 2 * args.width]
+        volume_shape=(args.volume,) * 3,
+        widths=[args.width, args.width, 2 * args.width],
+        dropout_masks=args.dropout_masks,
     )
     net = net.to(memory_format=memory_format).train()
-    optimizer = KerasAdam(net.parameters(), foreach=args.foreach)
+    optimizer = KerasAdam(net.parameters(), **adam_options(vars(args)))
     loss_fn = RegressionLoss()
     volume = torch.rand(args.batch_size, 1, *(args.volume,) * 3).contiguous(
         memory_format=memory_format

@@ -42,10 +42,20 @@ def widths_for(width: int) -> list[int]:
     return [width, width, 2 * width]
 
 
-def torch_net(width: int, volume: int):
+def torch_net(width: int, volume: int, options: dict):
     from volreg.models import ResidualCNN3d
 
-    return ResidualCNN3d(volume_shape=(volume,) * 3, widths=widths_for(width))
+    return ResidualCNN3d(
+        volume_shape=(volume,) * 3,
+        widths=widths_for(width),
+        dropout_masks=options["dropout_masks"],
+    )
+
+
+def adam_options(options: dict) -> dict:
+    """Return KerasAdam's keyword arguments for the update path in ``options``."""
+    path = options["adam"]
+    return {"foreach": path == "foreach", "fused": path == "fused"}
 
 
 def run_bare_loop(width: int, batch_size: int, volume: int, steps: int, options: dict) -> float:
@@ -57,8 +67,10 @@ def run_bare_loop(width: int, batch_size: int, volume: int, steps: int, options:
     from volreg.optim import KerasAdam
 
     memory_format = MEMORY_FORMATS[options["memory_format"]]
-    net = torch_net(width, volume).to(memory_format=memory_format)
-    optimizer = KerasAdam(net.parameters(), foreach=options["foreach"])
+    net = torch_net(width, volume, options).to(memory_format=memory_format)
+    if options["compile"]:
+        net.compile()
+    optimizer = KerasAdam(net.parameters(), **adam_options(options))
     loss_fn = RegressionLoss()
     volumes, targets = synthetic_batches(batch_size, volume, steps + 2)
     volumes, targets = torch.from_numpy(volumes), torch.from_numpy(targets)
@@ -70,7 +82,7 @@ def run_bare_loop(width: int, batch_size: int, volume: int, steps: int, options:
         optimizer.step()
 
     net.train()
-    for index in range(2):  # warm-up: allocator, oneDNN primitive cache
+    for index in range(2):  # warm-up: allocator, oneDNN primitive cache, compilation
         step(index)
     started = time.perf_counter()
     for index in range(2, steps + 2):
@@ -93,10 +105,11 @@ def run_lightning(width: int, batch_size: int, volume: int, steps: int, options:
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     module = VolumeRegressor(
-        torch_net(width, volume),
+        torch_net(width, volume, options),
         RegressionLoss(),
-        partial(KerasAdam, foreach=options["foreach"]),
+        partial(KerasAdam, **adam_options(options)),
         memory_format=options["memory_format"],
+        compile=options["compile"],
     )
     meter = WallClock(skip_batches=2)
     trainer = L.Trainer(
@@ -176,9 +189,17 @@ print(json.dumps(steps * batch_size / (time.perf_counter() - started)))
 """
 
 
-def run_keras(width: int, batch_size: int, volume: int, steps: int, channels_last: bool) -> float:
+def run_keras(
+    width: int, batch_size: int, volume: int, steps: int, channels_last: bool, keep_memory: bool
+) -> float:
     """Samples/s of the Keras model on TensorFlow, in a fresh subprocess."""
     environment = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if keep_memory:
+        # glibc reads the same thresholds that keep_freed_memory sets from the environment.
+        from volreg.allocator import KEEP_BYTES
+
+        environment["MALLOC_MMAP_THRESHOLD_"] = str(KEEP_BYTES)
+        environment["MALLOC_TRIM_THRESHOLD_"] = str(KEEP_BYTES)
     arguments = json.dumps([width, batch_size, volume, steps, channels_last])
     result = subprocess.run(
         [sys.executable, "-c", KERAS_SCRIPT, arguments],
@@ -202,14 +223,22 @@ def tensorflow_available() -> bool:
 
 
 def engines(args) -> dict:
-    fast = {"memory_format": args.memory_format, "foreach": args.foreach}
+    fast = {
+        "memory_format": args.memory_format,
+        "adam": args.adam,
+        "dropout_masks": args.dropout_masks,
+        "compile": args.compile,
+    }
     chosen = {
         "volreg (Lightning)": partial(run_lightning, options=fast),
         "bare PyTorch loop": partial(run_bare_loop, options=fast),
     }
     if tensorflow_available() and not args.no_keras:
-        chosen["TF-Keras channels_last"] = partial(run_keras, channels_last=True)
-        chosen["TF-Keras channels_first"] = partial(run_keras, channels_last=False)
+        keep = args.keep_freed_memory
+        chosen["TF-Keras channels_last"] = partial(run_keras, channels_last=True, keep_memory=keep)
+        chosen["TF-Keras channels_first"] = partial(
+            run_keras, channels_last=False, keep_memory=keep
+        )
     return chosen
 
 
@@ -245,16 +274,38 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per setting")
     parser.add_argument(
-        "--memory-format", default="channels_last_3d", choices=["contiguous", "channels_last_3d"]
+        "--memory-format", default="contiguous", choices=["contiguous", "channels_last_3d"]
     )
     parser.add_argument(
-        "--foreach",
+        "--adam",
+        default="fused",
+        choices=["loop", "foreach", "fused"],
+        help="KerasAdam's update: a loop over tensors, multi-tensor kernels or the fused kernel",
+    )
+    parser.add_argument(
+        "--dropout-masks",
+        default="packed",
+        choices=["packed", "bernoulli"],
+        help="how element dropout draws its masks (model.net.dropout_masks)",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile the network (model.compile)",
+    )
+    parser.add_argument(
+        "--keep-freed-memory",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="multi-tensor KerasAdam",
+        help="keep freed memory in every engine's process (the keep_freed_memory setting)",
     )
     parser.add_argument("--no-keras", action="store_true", help="skip TF-Keras")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from volreg.allocator import keep_freed_memory
+
+        keep_freed_memory()
 
     print(f"machine: {machine()}")
     print(f"command: python {' '.join(sys.argv)}")
