@@ -13,6 +13,7 @@ import torch
 from throughput import adam_options  # bench/ is on sys.path when run as a script
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from volreg.allocator import keep_freed_memory
 from volreg.losses import RegressionLoss
 from volreg.models import ResidualCNN3d
 from volreg.module import MEMORY_FORMATS
@@ -28,7 +29,10 @@ def main() -> None:
     parser.add_argument("--memory-format", default="contiguous", choices=list(MEMORY_FORMATS))
     parser.add_argument("--adam", default="fused", choices=["loop", "foreach", "fused"])
     parser.add_argument("--dropout-masks", default="packed", choices=["packed", "bernoulli"])
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        keep_freed_memory()
 
     memory_format = MEMORY_FORMATS[args.memory_format]
     net = ResidualCNN3d(
