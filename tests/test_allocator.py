@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from train_config import compose_train
+from volreg.train import run
 
 # Allocates and frees 256 MiB in 64 MiB blocks, then prints the resident set size (MiB)
 # that is still there. Pages that malloc unmapped on free no longer count.
@@ -57,3 +58,12 @@ def test_setting_composes_and_defaults_on(tmp_path):
 
     assert cfg.keep_freed_memory is True
     assert off.keep_freed_memory is False
+
+
+def test_non_boolean_setting_rejected(tmp_path):
+    cfg = compose_train(tmp_path, ["keep_freed_memory=maybe"])
+
+    with pytest.raises(
+        ValueError, match="invalid keep_freed_memory='maybe': expected true or false"
+    ):
+        run(cfg)

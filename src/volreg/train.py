@@ -99,6 +99,10 @@ def run(cfg: DictConfig) -> float:
 
 def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None:
     set_threads(cfg.threads)
+    if not isinstance(cfg.keep_freed_memory, bool):
+        raise ValueError(
+            f"invalid keep_freed_memory={cfg.keep_freed_memory!r}: expected true or false"
+        )
     if cfg.keep_freed_memory:
         keep_freed_memory()
     log.info("seeding everything with seed=%d", cfg.seed)

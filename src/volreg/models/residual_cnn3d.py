@@ -49,8 +49,8 @@ class ResidualCNN3d(nn.Module):
         dropout_rate: drop probability of every dropout layer.
         dropout: "element" (Keras Dropout) or "channel" (nn.Dropout3d after the conv blocks;
             the head dropout stays element-wise because Dropout3d drops whole samples on 2-D input).
-        dropout_masks: how element dropout draws masks: "packed" (four per 64-bit random
-            number, see ``volreg.models.dropout``) or "bernoulli" (``nn.Dropout``).
+        dropout_masks: how element dropout draws masks: "packed" (eight or four per 64-bit
+            random number, see ``volreg.models.dropout``) or "bernoulli" (``nn.Dropout``).
         residual: "separate" (a projection per residual add, as each Keras call builds a new
             layer) or "shared" (one projection module reused, tying the weights).
         bn_momentum: BatchNorm momentum in PyTorch's convention. Keras momentum 0.99 is 0.01 here.
