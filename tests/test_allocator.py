@@ -45,11 +45,11 @@ def resident_after_free(mode: str) -> tuple[str, int]:
 
 @linux_only
 def test_freed_blocks_stay_resident():
-    applied, kept = resident_after_free("keep")
-    _, default = resident_after_free("default")
+    applied, resident_kept_mib = resident_after_free("keep")
+    _, resident_default_mib = resident_after_free("default")
 
     assert applied == "True"
-    assert kept >= default + 200
+    assert resident_kept_mib >= resident_default_mib + 200
 
 
 def test_setting_composes_and_defaults_on(tmp_path):

@@ -61,9 +61,9 @@ def test_training_output_is_zero_or_scaled_input(rate):
 
     output = layer(values)
 
-    kept = output != 0
-    torch.testing.assert_close(output[kept], values[kept] / (1.0 - rate))
-    assert kept.float().mean().item() == pytest.approx(1.0 - rate, abs=0.01)
+    nonzero = output != 0
+    torch.testing.assert_close(output[nonzero], values[nonzero] / (1.0 - rate))
+    assert nonzero.float().mean().item() == pytest.approx(1.0 - rate, abs=0.01)
 
 
 def test_gradient_is_the_mask_times_the_scale():
