@@ -77,6 +77,21 @@ def test_gradient_is_the_mask_times_the_scale():
     torch.testing.assert_close(values.grad, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_product_rounds_as_the_float_mask_product(dtype):
+    # nn.Dropout multiplies by a float mask that holds 0 or the scale; same bits here.
+    torch.manual_seed(4)
+    values = (torch.rand(4, 3, 6, 6, 6, dtype=dtype) + 1.0).requires_grad_()
+    output = PackedDropout(0.3).train()(values)
+    upstream = torch.rand_like(output)
+
+    output.backward(upstream)
+
+    float_mask = (output != 0).to(dtype) * (1.0 / 0.7)
+    assert torch.equal(output, values.detach() * float_mask)
+    assert torch.equal(values.grad, upstream * float_mask)
+
+
 def test_masks_follow_manual_seed():
     values = torch.rand(4, 1000)
     layer = PackedDropout(0.5).train()

@@ -52,18 +52,20 @@ class _ScaleByMask(torch.autograd.Function):
     def forward(ctx, input: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return input * _scaled(keep, scale, input.dtype)
+        return _scale_by_mask(input, keep, scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return grad * _scaled(keep, ctx.scale, grad.dtype), None, None
+        return _scale_by_mask(grad, keep, ctx.scale), None, None
 
 
-def _scaled(keep: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
-    # Viewing bool as uint8 costs nothing, and uint8 converts to float about three times
-    # faster than bool does on the CPU.
-    return keep.view(torch.uint8).to(dtype).mul_(scale)
+def _scale_by_mask(values: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    # One pass: 0 + scale·(values·keep), with the 0-dim zero broadcast and the mask read as
+    # uint8 (a free view of bool) and promoted to the values' dtype inside the kernel.
+    # The product equals values·(keep·scale) bit for bit.
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    return torch.addcmul(zero, values, keep.view(torch.uint8), value=scale)
 
 
 class PackedDropout(nn.Dropout):
