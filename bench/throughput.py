@@ -58,36 +58,84 @@ def adam_options(options: dict) -> dict:
     return {"foreach": path == "foreach", "fused": path == "fused"}
 
 
+def autocast(options: dict):
+    """The autocast context of Lightning's ``options["precision"]`` on ``options["device"]``."""
+    import torch
+
+    return torch.autocast(
+        options["device"],
+        dtype=torch.bfloat16,
+        enabled=options["precision"] == "bf16-mixed",
+    )
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that wall-clock spans cover it."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def run_bare_loop(width: int, batch_size: int, volume: int, steps: int, options: dict) -> float:
-    """Samples/s of a hand-written PyTorch loop: forward, L1, backward, KerasAdam step."""
+    """Samples/s of a hand-written PyTorch loop: forward, L1, backward, KerasAdam step.
+
+    The volumes are on the device before timing starts, so no host-to-device copy is timed.
+    """
     import torch
 
     from volreg.losses import RegressionLoss
     from volreg.module import MEMORY_FORMATS
     from volreg.optim import KerasAdam
 
+    device = options["device"]
     memory_format = MEMORY_FORMATS[options["memory_format"]]
-    net = torch_net(width, volume, options).to(memory_format=memory_format)
+    net = torch_net(width, volume, options).to(device=device, memory_format=memory_format)
     if options["compile"]:
         net.compile()
     optimizer = KerasAdam(net.parameters(), **adam_options(options))
     loss_fn = RegressionLoss()
     volumes, targets = synthetic_batches(batch_size, volume, steps + 2)
-    volumes, targets = torch.from_numpy(volumes), torch.from_numpy(targets)
+    volumes = torch.from_numpy(volumes).to(device)
+    targets = torch.from_numpy(targets).to(device)
 
     def step(index):
         optimizer.zero_grad()
         x = volumes[index].contiguous(memory_format=memory_format)
-        loss_fn(net(x), targets[index]).backward()
+        with autocast(options):
+            prediction = net(x)
+        loss_fn(prediction.float(), targets[index]).backward()
         optimizer.step()
 
     net.train()
     for index in range(2):  # warm-up: allocator, oneDNN primitive cache, compilation
         step(index)
+    synchronize(device)
     started = time.perf_counter()
     for index in range(2, steps + 2):
         step(index)
+    synchronize(device)
     return steps * batch_size / (time.perf_counter() - started)
+
+
+def flops_per_sample(width: int, volume: int, options: dict) -> float:
+    """Floating-point operations of one training step per sample: forward and backward.
+
+    Counted by ``torch.utils.flop_counter`` on a batch of 2 (convolutions and matrix
+    products, a multiply-add as two), as model FLOP utilisation counts them.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from volreg.losses import RegressionLoss
+
+    net = torch_net(width, volume, options).train()
+    batch = 2
+    counter = FlopCounterMode(display=False)
+    with counter:
+        prediction = net(torch.rand(batch, 1, volume, volume, volume))
+        RegressionLoss()(prediction, torch.rand(batch, 1)).backward()
+    return counter.get_total_flops() / batch
 
 
 def run_lightning(width: int, batch_size: int, volume: int, steps: int, options: dict) -> float:
@@ -111,9 +159,12 @@ def run_lightning(width: int, batch_size: int, volume: int, steps: int, options:
         memory_format=options["memory_format"],
         compile=options["compile"],
     )
-    meter = WallClock(skip_batches=2)
+    meter = WallClock(skip_batches=2, device=options["device"])
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if options["device"] == "cuda" else "cpu",
+        devices=1,
+        precision=options["precision"],
+        benchmark=options["cudnn_benchmark"],
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,
@@ -134,19 +185,24 @@ class WallClock(L.Callback):
     span, so the result compares fairly with the bare loop's wall time.
     """
 
-    def __init__(self, skip_batches: int) -> None:
+    def __init__(self, skip_batches: int, device: str = "cpu") -> None:
         self.skip_batches = skip_batches
+        self.device = device
         self.start = self.end = 0.0
         self.samples = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.skip_batches:
+            synchronize(self.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx >= self.skip_batches:
-            self.end = time.perf_counter()
             self.samples += len(batch[0])
+        if batch_idx == trainer.num_training_batches - 1:
+            # On a GPU the last batch's kernels may still run: wait for them once, at the end.
+            synchronize(self.device)
+            self.end = time.perf_counter()
 
     @property
     def samples_per_second(self) -> float:
@@ -157,7 +213,9 @@ KERAS_SCRIPT = """
 import json, sys, time
 import numpy as np
 import keras
-width, batch_size, volume, steps, channels_last = json.loads(sys.argv[1])
+width, batch_size, volume, steps, channels_last, precision = json.loads(sys.argv[1])
+if precision == "bf16-mixed":
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
 data_format = "channels_last" if channels_last else "channels_first"
 shape = (volume, volume, volume, 1) if channels_last else (1, volume, volume, volume)
 axis = -1 if channels_last else 1
@@ -178,21 +236,40 @@ outputs = keras.layers.Dense(1)(x)
 model = keras.Model(inputs, outputs)
 model.compile(optimizer=keras.optimizers.Adam(), loss="mae")
 rng = np.random.default_rng(0)
-xs = rng.random((steps + 2, batch_size, *shape), dtype=np.float32)
-ys = rng.random((steps + 2, batch_size, 1), dtype=np.float32)
-for index in range(2):
-    model.train_on_batch(xs[index], ys[index])
-started = time.perf_counter()
-for index in range(2, steps + 2):
-    model.train_on_batch(xs[index], ys[index])
-print(json.dumps(steps * batch_size / (time.perf_counter() - started)))
+xs = rng.random(((steps + 2) * batch_size, *shape), dtype=np.float32)
+ys = rng.random(((steps + 2) * batch_size, 1), dtype=np.float32)
+
+
+class WallClock(keras.callbacks.Callback):
+    # Same span as the Lightning engine: from the start of batch 2 to the end of the last.
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 2:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == steps + 1:
+            self.ended = time.perf_counter()
+
+
+clock = WallClock()
+model.fit(xs, ys, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+print(json.dumps(steps * batch_size / (clock.ended - clock.started)))
 """
 
 
 def run_keras(
-    width: int, batch_size: int, volume: int, steps: int, channels_last: bool, keep_memory: bool
+    width: int,
+    batch_size: int,
+    volume: int,
+    steps: int,
+    channels_last: bool,
+    keep_memory: bool,
+    precision: str,
 ) -> float:
-    """Samples/s of the Keras model on TensorFlow, in a fresh subprocess."""
+    """Samples/s of the Keras model on TensorFlow, in a fresh subprocess.
+
+    ``precision="bf16-mixed"`` runs it under Keras's ``mixed_bfloat16`` policy.
+    """
     environment = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if keep_memory:
         # glibc reads the same thresholds that keep_freed_memory sets from the environment.
@@ -200,7 +277,7 @@ def run_keras(
 
         environment["MALLOC_MMAP_THRESHOLD_"] = str(KEEP_BYTES)
         environment["MALLOC_TRIM_THRESHOLD_"] = str(KEEP_BYTES)
-    arguments = json.dumps([width, batch_size, volume, steps, channels_last])
+    arguments = json.dumps([width, batch_size, volume, steps, channels_last, precision])
     result = subprocess.run(
         [sys.executable, "-c", KERAS_SCRIPT, arguments],
         env=environment,
@@ -222,27 +299,58 @@ def tensorflow_available() -> bool:
         return False
 
 
-def engines(args) -> dict:
-    fast = {
+ENGINES = {
+    "volreg": "volreg (Lightning)",
+    "bare": "bare PyTorch loop",
+    "keras-cl": "TF-Keras channels_last",
+    "keras-cf": "TF-Keras channels_first",
+}
+
+
+def torch_options(args) -> dict:
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "cudnn_benchmark": args.cudnn_benchmark,
         "memory_format": args.memory_format,
         "adam": args.adam,
         "dropout_masks": args.dropout_masks,
         "compile": args.compile,
     }
-    chosen = {
-        "volreg (Lightning)": partial(run_lightning, options=fast),
-        "bare PyTorch loop": partial(run_bare_loop, options=fast),
+
+
+def engines(args) -> dict:
+    """Map the display name of each chosen engine to its run function."""
+    options = torch_options(args)
+    keras = partial(run_keras, keep_memory=args.keep_freed_memory, precision=args.precision)
+    runs = {
+        "volreg": partial(run_lightning, options=options),
+        "bare": partial(run_bare_loop, options=options),
+        "keras-cl": partial(keras, channels_last=True),
+        "keras-cf": partial(keras, channels_last=False),
     }
-    if tensorflow_available() and not args.no_keras:
-        keep = args.keep_freed_memory
-        chosen["TF-Keras channels_last"] = partial(run_keras, channels_last=True, keep_memory=keep)
-        chosen["TF-Keras channels_first"] = partial(
-            run_keras, channels_last=False, keep_memory=keep
+    return {ENGINES[key]: runs[key] for key in args.engines}
+
+
+def check_arguments(parser: argparse.ArgumentParser, args) -> None:
+    keras = [key for key in args.engines if key.startswith("keras")]
+    if keras and not tensorflow_available():
+        parser.error(
+            f"engines {keras} need TensorFlow, which is not installed: "
+            'pip install -e ".[bench]", or leave them out of --engines'
         )
-    return chosen
+    if keras and args.device != "cpu":
+        parser.error(f"engines {keras} run on the CPU only: leave them out with --device cuda")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda needs a CUDA build of torch and a visible GPU")
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        parser.error(f"--peak-tflops must be positive, got {args.peak_tflops}")
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     import torch
 
     model = platform.processor() or platform.machine()
@@ -254,6 +362,8 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    if device == "cuda":
+        model = f"{torch.cuda.get_device_name()} (host: {model})"
     return (
         f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
@@ -300,36 +410,77 @@ def main() -> None:
         default=True,
         help="keep freed memory in every engine's process (the keep_freed_memory setting)",
     )
-    parser.add_argument("--no-keras", action="store_true", help="skip TF-Keras")
+    parser.add_argument(
+        "--precision",
+        default="32-true",
+        choices=["32-true", "bf16-mixed"],
+        help="Lightning's trainer.precision; bf16-mixed is autocast in the bare loop and "
+        "Keras's mixed_bfloat16 policy",
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="let cuDNN time its algorithms for each shape (trainer.benchmark)",
+    )
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=list(ENGINES),
+        default=None,
+        help="engines to run (default: volreg and bare, plus both Keras layouts on a CPU "
+        "with TensorFlow installed)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak TFLOP/s at the chosen precision, to report model FLOP "
+        "utilisation (for example 989 for an H100 or H200 in bf16, dense)",
+    )
     args = parser.parse_args()
+    if args.engines is None:
+        with_keras = args.device == "cpu" and tensorflow_available()
+        args.engines = list(ENGINES) if with_keras else ["volreg", "bare"]
+    check_arguments(parser, args)
     if args.keep_freed_memory:
         from volreg.allocator import keep_freed_memory
 
         keep_freed_memory()
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(args.device)}")
     print(f"command: python {' '.join(sys.argv)}")
     rows = []
     for width in args.widths:
+        flops = flops_per_sample(width, args.volume, torch_options(args))
+        print(f"width {width}: {flops / 1e9:.2f} GFLOP per sample and training step")
         for batch_size in args.batch_sizes:
             samples = {name: [] for name in engines(args)}
             for _ in range(args.repeats):
                 for name, run in engines(args).items():
                     samples[name].append(run(width, batch_size, args.volume, args.steps))
             for name, values in samples.items():
-                rows.append((width, batch_size, name, statistics.median(values), values))
+                median = statistics.median(values)
+                rows.append((width, batch_size, name, median, median * flops / 1e12, values))
                 print(
                     f"width {width:3d}  batch {batch_size:3d}  {name:26s} "
-                    f"{statistics.median(values):8.1f} samples/s  (runs: "
+                    f"{median:8.1f} samples/s  (runs: "
                     f"{', '.join(f'{value:.1f}' for value in values)})",
                     flush=True,
                 )
 
-    print("\n| width | batch | engine | samples/s (median) | runs |")
-    print("|---:|---:|---|---:|---|")
-    for width, batch_size, name, median, values in rows:
+    utilisation = args.peak_tflops is not None
+    print(
+        "\n| width | batch | engine | samples/s (median) | TFLOP/s |"
+        + (" MFU |" if utilisation else "")
+        + " runs |"
+    )
+    print("|---:|---:|---|---:|---:|" + ("---:|" if utilisation else "") + "---|")
+    for width, batch_size, name, median, tflops, values in rows:
         runs = ", ".join(f"{value:.1f}" for value in values)
-        print(f"| {width} | {batch_size} | {name} | {median:.1f} | {runs} |")
+        mfu = f" {100 * tflops / args.peak_tflops:.1f}% |" if utilisation else ""
+        print(f"| {width} | {batch_size} | {name} | {median:.1f} | {tflops:.3f} |{mfu} {runs} |")
 
 
 if __name__ == "__main__":
