@@ -95,3 +95,19 @@ def test_train_false_tests_given_checkpoint(tmp_path, trained_checkpoint):
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test"]["test/mae"] == pytest.approx(trained_metrics["test"]["test/mae"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.optimizer.foreach=true", "invalid foreach=True with fused=True"),
+        ("model.net.dropout=spatial", "invalid dropout='spatial': choose one of"),
+        ("model.loss.kind=l3", "invalid loss kind='l3'"),
+        ("model.memory_format=cl", "invalid memory_format='cl'"),
+    ],
+)
+def test_invalid_model_setting_fails_before_the_data_is_built(tmp_path, override, message):
+    with pytest.raises(ValueError, match=f"a model setting is invalid: {message}"):
+        run(compose_train(tmp_path, [override]))
+
+    assert not (tmp_path / "cache").exists()

@@ -1,10 +1,12 @@
 """Checks a run makes before it trains, so that a wrong setting fails in seconds, not at the end."""
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +20,26 @@ ARCHITECTURE_KEYS = (
     "num_targets",
     "residual",
 )
+
+
+def check_model_settings(settings: dict[str, Any]) -> None:
+    """Build the module and its optimizer from ``settings`` (a resolved ``cfg.model``) for a
+    one-channel 4³ stand-in volume, so that an invalid choice (``model.net.dropout=...``,
+    ``model.optimizer.foreach=true`` with ``fused=true``, ...) fails before the data is built.
+
+    The constructors raise the errors, so these checks cannot drift from what training runs.
+    """
+    from volreg.module import regressor_from_settings  # the module imports Lightning
+
+    stand_in = copy.deepcopy(settings)
+    stand_in["net"].update(in_channels=1, volume_shape=[4, 4, 4], num_targets=1)
+    stand_in["compile"] = False
+    try:
+        regressor_from_settings(stand_in).configure_optimizers()
+    except Exception as error:
+        # Hydra wraps a constructor's error in an InstantiationException; show the error itself.
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        raise ValueError(f"a model setting is invalid: {cause}") from error
 
 
 def check_accelerator(accelerator: str) -> None:

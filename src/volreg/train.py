@@ -24,7 +24,12 @@ from volreg.callbacks import DivergedError, ThroughputMeter
 from volreg.distributed import is_global_zero, quiet_other_ranks, set_threads
 from volreg.evaluation import write_predictions
 from volreg.module import VolumeRegressor, regressor_from_settings
-from volreg.preflight import check_accelerator, check_checkpoint_file, check_resume
+from volreg.preflight import (
+    check_accelerator,
+    check_checkpoint_file,
+    check_model_settings,
+    check_resume,
+)
 from volreg.results import RunRecord
 from volreg.schema import register_schemas
 from volreg.show import print_config
@@ -108,7 +113,9 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
 
-    # Fail on a missing checkpoint or GPU before the data is built, which can take minutes.
+    # Fail on a bad model setting, a missing checkpoint or GPU before the data is built,
+    # which can take minutes.
+    check_model_settings(OmegaConf.to_container(cfg.model, resolve=True))
     check_accelerator(cfg.trainer.accelerator)
     if cfg.ckpt_path:
         check_checkpoint_file(cfg.ckpt_path)
