@@ -3,7 +3,9 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
@@ -103,3 +105,16 @@ def test_misspelt_key_in_yaml_fails(tmp_path):
         experiment.unlink()
 
     assert "Key 'dropuot' not in 'NetConfig'" in str(error.value)
+
+
+def test_trainer_benchmark_reaches_cudnn(tmp_path):
+    before = torch.backends.cudnn.benchmark
+    try:
+        cfg = compose_train(tmp_path, ["trainer.benchmark=true"])
+        instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        assert torch.backends.cudnn.benchmark is True
+        cfg = compose_train(tmp_path, ["trainer.benchmark=false"])
+        instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before
