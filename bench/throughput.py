@@ -2,7 +2,7 @@
 
 Each engine trains the same architecture (Keras settings, L1 loss, Adam) on synthetic 16³
 volumes for a fixed number of steps and reports samples/s. Engines run in alternation
-(A, B, C, A, B, C, ...) so that drift in machine load spreads over all of them, and the
+(A, B, C, then B, C, A, ...) so that drift in machine load spreads over all of them, and the
 median of the repeats is reported.
 
     python bench/throughput.py --widths 16 --batch-sizes 16 --steps 30 --repeats 3
@@ -59,7 +59,7 @@ def adam_options(options: dict) -> dict:
 
 
 def autocast(options: dict):
-    """The autocast context of Lightning's ``options["precision"]`` on ``options["device"]``."""
+    """Return the autocast context of Lightning's ``options["precision"]`` on the device."""
     import torch
 
     return torch.autocast(
@@ -457,8 +457,11 @@ def main() -> None:
         print(f"width {width}: {flops / 1e9:.2f} GFLOP per sample and training step")
         for batch_size in args.batch_sizes:
             samples = {name: [] for name in engines(args)}
-            for _ in range(args.repeats):
-                for name, run in engines(args).items():
+            for round_index in range(args.repeats):
+                # Each round starts with the next engine, so no engine always runs first.
+                order = list(engines(args).items())
+                shift = round_index % len(order)
+                for name, run in order[shift:] + order[:shift]:
                     samples[name].append(run(width, batch_size, args.volume, args.steps))
             for name, values in samples.items():
                 median = statistics.median(values)

@@ -41,7 +41,8 @@ def test_benchmark_prints_a_row_per_engine(precision):
     for width, batch, _, median, tflops, mfu, runs in rows:
         assert (width, batch) == ("2", "2")
         assert len(runs.split(", ")) == 2
-        assert float(median) > 0 and float(tflops) > 0
+        assert float(median) > 0
+        assert float(tflops) > 0
         assert mfu.endswith("%")
 
 
@@ -72,4 +73,5 @@ def test_flops_cover_forward_and_backward():
 def test_keras_engine_without_tensorflow_says_what_to_install():
     result = run_bench("--engines", "keras-cl", "--widths", "2")
     assert result.returncode == 2
-    assert "need TensorFlow" in result.stderr and ".[bench]" in result.stderr
+    assert "need TensorFlow" in result.stderr
+    assert ".[bench]" in result.stderr

@@ -79,7 +79,7 @@ def test_gradient_is_the_mask_times_the_scale():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_product_rounds_as_the_float_mask_product(dtype):
-    # nn.Dropout multiplies by a float mask that holds 0 or the scale; same bits here.
+    # nn.Dropout multiplies by a float mask of zeros and scales, which gives these bits too.
     torch.manual_seed(4)
     values = (torch.rand(4, 3, 6, 6, 6, dtype=dtype) + 1.0).requires_grad_()
     output = PackedDropout(0.3).train()(values)

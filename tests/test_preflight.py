@@ -106,7 +106,7 @@ def test_train_false_tests_given_checkpoint(tmp_path, trained_checkpoint):
         ("model.memory_format=cl", "invalid memory_format='cl'"),
     ],
 )
-def test_invalid_model_setting_fails_before_the_data_is_built(tmp_path, override, message):
+def test_invalid_model_setting_fails_before_data(tmp_path, override, message):
     with pytest.raises(ValueError, match=f"a model setting is invalid: {message}"):
         run(compose_train(tmp_path, [override]))
 
