@@ -159,10 +159,26 @@ def test_target_choice_reuses_cache(small_grf, tmp_path, caplog):
     caplog.clear()
 
     small_grf["grf"]["targets"] = ["amplitude"]
-    VolumeDataModule(**small_grf).prepare_data()
+    VolumeDataModule(**small_grf).setup()
 
     assert any(r.getMessage().startswith("GRF cache hit") for r in caplog.records)
+    assert not any(r.getMessage().startswith("Generated") for r in caplog.records)
     assert len(list((tmp_path / "cache").glob("grf-*.npz"))) == 1
+
+
+def test_prepare_data_skips_existing_cache(small_grf, caplog):
+    # Lightning calls prepare_data before fit, test and predict: one read of the cache is enough.
+    VolumeDataModule(**small_grf).prepare_data()
+    data = VolumeDataModule(**small_grf)
+    caplog.set_level(logging.INFO, logger="volreg.data")
+
+    data.prepare_data()
+    data.prepare_data()
+    data.setup()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1
+    assert messages[0].startswith("GRF cache hit")
 
 
 def test_changed_setting_regenerates(small_grf, tmp_path):

@@ -166,7 +166,7 @@ class VolumeDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Generate and cache the GRFs once (Lightning runs this on one process per node)."""
         if self.source == "grf":
-            sources.grf_splits(self.grf, self.cache_dir)
+            sources.prepare_grf(self.grf, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Read, check and standardise every split; later calls do nothing."""

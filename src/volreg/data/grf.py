@@ -128,9 +128,23 @@ def to_targets(
     return np.stack(columns, axis=1).astype(np.float32)
 
 
+def cache_path(settings: GrfSettings, cache_dir: Path) -> Path:
+    return cache_dir / f"grf-{settings.cache_key()}.npz"
+
+
+def ensure_cached(settings: GrfSettings, cache_dir: Path) -> None:
+    """Generate and cache the splits unless their cache file exists.
+
+    Lightning calls ``prepare_data`` before every stage, so this does not read an existing
+    cache. An unreadable one is replaced when ``load_or_generate`` reads it.
+    """
+    if not cache_path(settings, cache_dir).is_file():
+        load_or_generate(settings, cache_dir)
+
+
 def load_or_generate(settings: GrfSettings, cache_dir: Path) -> dict[str, GrfSplit]:
     """Return every non-empty split, read from the cache or generated and written to it."""
-    path = cache_dir / f"grf-{settings.cache_key()}.npz"
+    path = cache_path(settings, cache_dir)
     names = [split for split, size in zip(SPLITS, settings.sizes, strict=True) if size > 0]
 
     cached = _read_cache(path, names)

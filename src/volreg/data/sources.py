@@ -57,6 +57,11 @@ def describe_grf(config: GrfConfig) -> DataDescription:
     )
 
 
+def prepare_grf(config: GrfConfig, cache_dir: Path) -> None:
+    """Generate and cache the GRF splits if no cache of these settings exists yet."""
+    grf.ensure_cached(grf_settings(config), cache_dir)
+
+
 def grf_splits(config: GrfConfig, cache_dir: Path) -> dict[str, SplitArrays]:
     """Generate (or read from the cache) the GRF splits, with the configured targets."""
     settings = grf_settings(config)
@@ -64,7 +69,7 @@ def grf_splits(config: GrfConfig, cache_dir: Path) -> dict[str, SplitArrays]:
         "amplitude": settings.amplitude_range,
         "spectral_index": settings.spectral_index_range,
     }
-    origin = f"GRF cache {cache_dir / ('grf-' + settings.cache_key() + '.npz')}"
+    origin = f"GRF cache {grf.cache_path(settings, cache_dir)}"
 
     splits = {}
     for split, data in grf.load_or_generate(settings, cache_dir).items():
