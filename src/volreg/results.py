@@ -27,6 +27,8 @@ class RunRecord:
     epochs_run: int = 0
     wall_time_s: float = 0.0
     train_samples_per_s: float | None = None
+    # What train_samples_per_s depends on besides the model settings.
+    speed_settings: dict[str, Any] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)

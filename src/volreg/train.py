@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -108,8 +109,14 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
         raise ValueError(
             f"invalid keep_freed_memory={cfg.keep_freed_memory!r}: expected true or false"
         )
-    if cfg.keep_freed_memory:
-        keep_freed_memory()
+    kept = keep_freed_memory() if cfg.keep_freed_memory else False
+    record.speed_settings = {
+        "accelerator": cfg.trainer.accelerator,
+        "devices": cfg.trainer.devices,
+        "precision": cfg.trainer.precision,
+        "threads": torch.get_num_threads(),
+        "keep_freed_memory": kept,
+    }
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
 
