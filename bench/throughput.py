@@ -13,6 +13,8 @@ Keras measurement runs in a subprocess, because the Keras backend is fixed at im
 
 import argparse
 import json
+import logging
+import math
 import os
 import platform
 import statistics
@@ -213,7 +215,7 @@ KERAS_SCRIPT = """
 import json, sys, time
 import numpy as np
 import keras
-width, batch_size, volume, steps, channels_last, precision = json.loads(sys.argv[1])
+width, batch_size, volume, steps, channels_last, precision, jit_compile = json.loads(sys.argv[1])
 if precision == "bf16-mixed":
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
 data_format = "channels_last" if channels_last else "channels_first"
@@ -234,7 +236,7 @@ x = keras.layers.Dropout(0.25)(x)
 x = keras.layers.Dense(32)(x)
 outputs = keras.layers.Dense(1)(x)
 model = keras.Model(inputs, outputs)
-model.compile(optimizer=keras.optimizers.Adam(), loss="mae")
+model.compile(optimizer=keras.optimizers.Adam(), loss="mae", jit_compile=jit_compile)
 rng = np.random.default_rng(0)
 xs = rng.random(((steps + 2) * batch_size, *shape), dtype=np.float32)
 ys = rng.random(((steps + 2) * batch_size, 1), dtype=np.float32)
@@ -265,10 +267,13 @@ def run_keras(
     channels_last: bool,
     keep_memory: bool,
     precision: str,
+    jit_compile: bool | str = "auto",
 ) -> float:
     """Samples/s of the Keras model on TensorFlow, in a fresh subprocess.
 
     ``precision="bf16-mixed"`` runs it under Keras's ``mixed_bfloat16`` policy.
+    ``jit_compile`` goes to ``model.compile``: Keras's default "auto" turns XLA off on a
+    machine without GPUs, True turns it on.
     """
     environment = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if keep_memory:
@@ -277,7 +282,9 @@ def run_keras(
 
         environment["MALLOC_MMAP_THRESHOLD_"] = str(KEEP_BYTES)
         environment["MALLOC_TRIM_THRESHOLD_"] = str(KEEP_BYTES)
-    arguments = json.dumps([width, batch_size, volume, steps, channels_last, precision])
+    arguments = json.dumps(
+        [width, batch_size, volume, steps, channels_last, precision, jit_compile]
+    )
     result = subprocess.run(
         [sys.executable, "-c", KERAS_SCRIPT, arguments],
         env=environment,
@@ -322,7 +329,12 @@ def torch_options(args) -> dict:
 def engines(args) -> dict:
     """Map the display name of each chosen engine to its run function."""
     options = torch_options(args)
-    keras = partial(run_keras, keep_memory=args.keep_freed_memory, precision=args.precision)
+    keras = partial(
+        run_keras,
+        keep_memory=args.keep_freed_memory,
+        precision=args.precision,
+        jit_compile=True if args.keras_xla else "auto",
+    )
     runs = {
         "volreg": partial(run_lightning, options=options),
         "bare": partial(run_bare_loop, options=options),
@@ -346,8 +358,24 @@ def check_arguments(parser: argparse.ArgumentParser, args) -> None:
 
         if not torch.cuda.is_available():
             parser.error("--device cuda needs a CUDA build of torch and a visible GPU")
-    if args.peak_tflops is not None and args.peak_tflops <= 0:
-        parser.error(f"--peak-tflops must be positive, got {args.peak_tflops}")
+    if args.peak_tflops is not None and not 0 < args.peak_tflops < math.inf:
+        parser.error(f"--peak-tflops must be a positive number, got {args.peak_tflops}")
+    # Check every size up front, so that no bad value ends a long run after some table cells.
+    for flag, values in (
+        ("--widths", args.widths),
+        ("--batch-sizes", args.batch_sizes),
+        ("--volume", [args.volume]),
+        ("--steps", [args.steps]),
+        ("--repeats", [args.repeats]),
+    ):
+        bad = [value for value in values if value < 1]
+        if bad:
+            parser.error(f"{flag} must be at least 1, got {bad}")
+    if args.volume == 1 and min(args.batch_sizes) == 1:
+        parser.error(
+            "--batch-sizes 1 with --volume 1 gives BatchNorm one value per channel: "
+            "raise either of them"
+        )
 
 
 def machine(device: str = "cpu") -> str:
@@ -371,7 +399,10 @@ def machine(device: str = "cpu") -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--widths",
         type=int,
@@ -379,12 +410,17 @@ def main() -> None:
         default=[16, 64],
         help="width of the first two conv blocks (the third is twice as wide)",
     )
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[16, 64], help="samples per training step"
+    )
     parser.add_argument("--volume", type=int, default=16, help="edge of the cubic volumes")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per setting")
     parser.add_argument(
-        "--memory-format", default="contiguous", choices=["contiguous", "channels_last_3d"]
+        "--memory-format",
+        default="contiguous",
+        choices=["contiguous", "channels_last_3d"],
+        help="layout of the PyTorch engines' weights and inputs (model.memory_format)",
     )
     parser.add_argument(
         "--adam",
@@ -417,7 +453,18 @@ def main() -> None:
         help="Lightning's trainer.precision; bf16-mixed is autocast in the bare loop and "
         "Keras's mixed_bfloat16 policy",
     )
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--keras-xla",
+        action="store_true",
+        help="compile the Keras model with XLA (jit_compile=True); by default Keras leaves XLA "
+        "off on a machine without GPUs",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the PyTorch engines train",
+    )
     parser.add_argument(
         "--cudnn-benchmark",
         action=argparse.BooleanOptionalAction,
@@ -429,8 +476,8 @@ def main() -> None:
         nargs="+",
         choices=list(ENGINES),
         default=None,
-        help="engines to run (default: volreg and bare, plus both Keras layouts on a CPU "
-        "with TensorFlow installed)",
+        help="engines to run (default: volreg, bare and, on a CPU with TensorFlow installed, "
+        "keras-cl; keras-cf, the Keras script's layout, is slow and runs only when named)",
     )
     parser.add_argument(
         "--peak-tflops",
@@ -442,8 +489,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.engines is None:
         with_keras = args.device == "cpu" and tensorflow_available()
-        args.engines = list(ENGINES) if with_keras else ["volreg", "bare"]
+        args.engines = ["volreg", "bare", "keras-cl"] if with_keras else ["volreg", "bare"]
     check_arguments(parser, args)
+    # Lightning's start-up notes (accelerators found, tips) would bury the result lines.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     if args.keep_freed_memory:
         from volreg.allocator import keep_freed_memory
 
@@ -482,7 +532,7 @@ def main() -> None:
     print("|---:|---:|---|---:|---:|" + ("---:|" if utilisation else "") + "---|")
     for width, batch_size, name, median, tflops, values in rows:
         runs = ", ".join(f"{value:.1f}" for value in values)
-        mfu = f" {100 * tflops / args.peak_tflops:.1f}% |" if utilisation else ""
+        mfu = f" {100 * tflops / args.peak_tflops:.3g}% |" if utilisation else ""
         print(f"| {width} | {batch_size} | {name} | {median:.1f} | {tflops:.3f} |{mfu} {runs} |")
 
 

@@ -75,3 +75,20 @@ def test_keras_engine_without_tensorflow_says_what_to_install():
     assert result.returncode == 2
     assert "need TensorFlow" in result.stderr
     assert ".[bench]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--repeats", "0"], "--repeats must be at least 1, got [0]"),
+        (["--widths", "4", "0"], "--widths must be at least 1, got [0]"),
+        (["--steps", "-1"], "--steps must be at least 1, got [-1]"),
+        (["--peak-tflops", "nan"], "--peak-tflops must be a positive number, got nan"),
+    ],
+)
+def test_bad_sizes_fail_before_any_run(arguments, message):
+    result = run_bench("--engines", "bare", *arguments)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "samples/s" not in result.stdout

@@ -153,7 +153,7 @@ def test_skips_params_without_grad():
         ({"betas": (0.9,)}, "invalid betas"),
         ({"eps": -1e-7}, "invalid eps"),
         ({"weight_decay": -0.1}, "invalid weight_decay"),
-        ({"foreach": True, "fused": True}, "choose one of the two fast paths"),
+        ({"foreach": True, "fused": True}, "the two update paths exclude each other"),
     ],
 )
 def test_invalid_arguments(kwargs, message):

@@ -52,7 +52,9 @@ class KerasAdam(Optimizer):
             raise ValueError(f"invalid weight_decay={weight_decay!r}: it must be non-negative")
         if foreach and fused:
             raise ValueError(
-                "invalid foreach=True with fused=True: choose one of the two fast paths"
+                "invalid foreach=True with fused=True: the two update paths exclude each "
+                "other, so set one of them to false (model.optimizer.foreach=false or "
+                "model.optimizer.fused=false; model=keras_faithful sets fused=true)"
             )
         defaults = {
             "lr": lr,
