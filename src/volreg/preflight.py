@@ -38,7 +38,7 @@ def check_model_settings(settings: dict[str, Any]) -> None:
         regressor_from_settings(stand_in).configure_optimizers()
     except Exception as error:
         # Hydra wraps a constructor's error in an InstantiationException. The error itself
-        # says what is wrong, so the traceback leaves out Hydra's frames (from None).
+        # names the problem, so the traceback leaves out Hydra's frames (from None).
         cause = error.__cause__ if isinstance(error, InstantiationException) else error
         raise ValueError(
             f"a model setting is invalid: {cause} (the settings are model.net.*, model.loss.* "
