@@ -111,3 +111,10 @@ def test_invalid_model_setting_fails_before_data(tmp_path, override, message):
         run(compose_train(tmp_path, [override]))
 
     assert not (tmp_path / "cache").exists()
+
+
+def test_invalid_trainer_setting_fails_before_data(tmp_path):
+    with pytest.raises(Exception, match="Precision 'bf17' is invalid"):
+        run(compose_train(tmp_path, ["trainer.precision=bf17"]))
+
+    assert not (tmp_path / "cache").exists()

@@ -120,12 +120,18 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
 
-    # Fail on a bad model setting, a missing checkpoint or GPU before the data is built,
-    # which can take minutes.
+    # Fail on a bad model or trainer setting, a missing checkpoint or GPU before the data is
+    # built, which can take minutes. The trainer needs nothing from the data or the model.
     check_model_settings(OmegaConf.to_container(cfg.model, resolve=True))
     check_accelerator(cfg.trainer.accelerator)
     if cfg.ckpt_path:
         check_checkpoint_file(cfg.ckpt_path)
+    throughput = ThroughputMeter()
+    # A group entry set to null (callbacks.early_stopping=null) is left out.
+    callbacks = [instantiate(item) for item in cfg.callbacks.values() if item is not None]
+    loggers = [instantiate(item) for item in cfg.logger.values() if item is not None]
+    callbacks.append(throughput)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
     log.info("building the data module (data.source=%s)", cfg.data.source)
     datamodule = instantiate(cfg.data)
@@ -141,13 +147,6 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
     module = build_module(cfg, datamodule)
     if cfg.train and cfg.ckpt_path:
         check_resume(cfg.ckpt_path, module.hparams.settings)
-
-    throughput = ThroughputMeter()
-    # A group entry set to null (callbacks.early_stopping=null) is left out.
-    callbacks = [instantiate(item) for item in cfg.callbacks.values() if item is not None]
-    loggers = [instantiate(item) for item in cfg.logger.values() if item is not None]
-    callbacks.append(throughput)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
     try:
         if cfg.train:
