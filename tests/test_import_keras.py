@@ -272,7 +272,15 @@ def test_checkpoint_contents(tmp_path):
 
     checkpoint = torch.load(out, weights_only=True)
     settings = checkpoint["hyper_parameters"]["settings"]
-    assert set(settings) == {"net", "loss", "optimizer", "scheduler", "memory_format", "compile"}
+    assert set(settings) == {
+        "net",
+        "loss",
+        "optimizer",
+        "scheduler",
+        "memory_format",
+        "compile",
+        "tf32",
+    }
     assert settings["net"]["_target_"] == "volreg.models.ResidualCNN3d"
     assert settings["net"]["volume_shape"] == list(SMALL["volume_shape"])
     assert settings["loss"]["kind"] == "l1"

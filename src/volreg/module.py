@@ -20,6 +20,7 @@ from torchmetrics import (
 from torchmetrics.regression import R2Score
 
 from volreg.options import check_choice
+from volreg.tf32 import set_tf32
 
 SPLITS = ("train", "val", "test")
 MEMORY_FORMATS = {
@@ -41,6 +42,9 @@ class VolumeRegressor(L.LightningModule):
         memory_format: "contiguous" or "channels_last_3d", the memory layout of the network's
             weights and input volumes.
         compile: compile the network with torch.compile (in place, so checkpoint keys stay).
+        tf32: allow (True) or forbid (False) TF32 for float32 convolutions and matrix products
+            on NVIDIA GPUs, set when the trainer sets the module up; None keeps PyTorch's
+            defaults.
         target_mean, target_std: (P,) scale of standardised targets. Predictions and
             targets are mapped back to target units before the metrics see them.
     """
@@ -56,6 +60,7 @@ class VolumeRegressor(L.LightningModule):
         target_std: torch.Tensor | None = None,
         memory_format: str = "contiguous",
         compile: bool = False,
+        tf32: bool | None = None,
     ) -> None:
         super().__init__()
         # Hyperparameters go to the logger once, at the end, together with the final metrics.
@@ -69,6 +74,7 @@ class VolumeRegressor(L.LightningModule):
                 "target_std",
                 "memory_format",
                 "compile",
+                "tf32",
             ],
             logger=False,
         )
@@ -78,6 +84,9 @@ class VolumeRegressor(L.LightningModule):
         self.net = net.to(memory_format=self.memory_format)
         if compile:
             self.net.compile()
+        if tf32 is not None and not isinstance(tf32, bool):
+            raise ValueError(f"invalid tf32={tf32!r}: expected true, false or null")
+        self.tf32 = tf32
         self.loss_fn = loss
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
@@ -107,6 +116,10 @@ class VolumeRegressor(L.LightningModule):
         self.val_loss_best = MinMetric()
         # (epoch, val/loss) of every validation run outside the sanity check; kept in checkpoints.
         self.val_history: list[tuple[int, float]] = []
+
+    def setup(self, stage: str) -> None:
+        # Lightning calls this in every process, DDP workers included.
+        set_tf32(self.tf32)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         return self.net(volume.contiguous(memory_format=self.memory_format))
@@ -230,6 +243,7 @@ def regressor_from_settings(
         # Checkpoints written before these settings existed lack them.
         memory_format=settings.get("memory_format", "contiguous"),
         compile=settings.get("compile", False),
+        tf32=settings.get("tf32"),
         **target_scale,
     )
 

@@ -71,6 +71,9 @@ class ModelConfig:
     # cuDNN convolutions prefer; compile runs the network through torch.compile.
     memory_format: str = "contiguous"
     compile: bool = False
+    # TF32 for float32 convolutions and matrix products on NVIDIA GPUs (Ampere and later):
+    # true allows it, false forbids it, null keeps PyTorch's defaults (convolutions only).
+    tf32: bool | None = None
 
 
 def register_schemas() -> None:
