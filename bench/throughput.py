@@ -72,7 +72,10 @@ def autocast(options: dict):
 
 
 def synchronize(device: str) -> None:
-    """Wait for queued GPU work, so that wall-clock spans cover it."""
+    """Wait for queued GPU work, so that wall-clock spans cover it.
+
+    NOTE: the --device cuda paths of this script have not yet run on a GPU.
+    """
     import torch
 
     if device == "cuda":

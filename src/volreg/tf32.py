@@ -9,6 +9,7 @@ def set_tf32(enabled: bool | None) -> None:
     PyTorch's defaults (TF32 for cuDNN convolutions, not for matrix products).
 
     The flags act on GPUs from the Ampere generation on and change nothing on a CPU.
+    NOTE: the tests check the flags on a CPU only; no GPU run has confirmed their effect.
     """
     if enabled is None:
         return

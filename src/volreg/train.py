@@ -109,13 +109,13 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
         raise ValueError(
             f"invalid keep_freed_memory={cfg.keep_freed_memory!r}: expected true or false"
         )
-    kept = keep_freed_memory() if cfg.keep_freed_memory else False
+    freed_memory_kept = keep_freed_memory() if cfg.keep_freed_memory else False
     record.speed_settings = {
         "accelerator": cfg.trainer.accelerator,
         "devices": cfg.trainer.devices,
         "precision": cfg.trainer.precision,
         "threads": torch.get_num_threads(),
-        "keep_freed_memory": kept,
+        "keep_freed_memory": freed_memory_kept,
     }
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
