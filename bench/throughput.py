@@ -166,6 +166,7 @@ def run_lightning(width: int, batch_size: int, volume: int, steps: int, options:
         partial(KerasAdam, **adam_options(options)),
         memory_format=options["memory_format"],
         compile=options["compile"],
+        tf32=options["tf32"],
     )
     meter = WallClock(skip_batches=2, device=options["device"])
     trainer = L.Trainer(
@@ -325,6 +326,7 @@ def torch_options(args) -> dict:
         "device": args.device,
         "precision": args.precision,
         "cudnn_benchmark": args.cudnn_benchmark,
+        "tf32": args.tf32,
         "memory_format": args.memory_format,
         "adam": args.adam,
         "dropout_masks": args.dropout_masks,
@@ -472,6 +474,13 @@ def main() -> None:
         help="where the PyTorch engines train",
     )
     parser.add_argument(
+        "--tf32",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="let float32 convolutions and matrix products use TF32 on NVIDIA GPUs "
+        "(model.tf32; keras_faithful keeps it off)",
+    )
+    parser.add_argument(
         "--cudnn-benchmark",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -504,6 +513,9 @@ def main() -> None:
         from volreg.allocator import keep_freed_memory
 
         keep_freed_memory()
+    from volreg.tf32 import set_tf32
+
+    set_tf32(args.tf32)  # the bare loop's setting; the Lightning engine sets it in setup()
 
     print(f"machine: {machine(args.device)}")
     print(f"command: python {' '.join(sys.argv)}")

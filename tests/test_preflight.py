@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from train_config import compose_train
-from volreg.preflight import check_accelerator, check_resume
+from volreg.preflight import check_accelerator, check_model_settings, check_resume
 from volreg.train import run
 
 
@@ -118,3 +119,14 @@ def test_invalid_trainer_setting_fails_before_data(tmp_path):
         run(compose_train(tmp_path, ["trainer.precision=bf17"]))
 
     assert not (tmp_path / "cache").exists()
+
+
+def test_model_check_leaves_random_state(tmp_path):
+    # The check builds a stand-in network; a seeded run must still get the same weights.
+    settings = OmegaConf.to_container(compose_train(tmp_path).model, resolve=True)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+
+    check_model_settings(settings)
+
+    assert torch.equal(torch.get_rng_state(), before)

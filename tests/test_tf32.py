@@ -8,18 +8,8 @@ from train_config import compose_train
 from volreg.module import regressor_from_settings
 from volreg.tf32 import set_tf32
 
-NEW_FLAGS = hasattr(torch.backends.cudnn, "conv") and hasattr(
-    torch.backends.cudnn.conv, "fp32_precision"
-)
 
-
-def tf32_flags() -> tuple:
-    if NEW_FLAGS:
-        return (
-            torch.backends.cudnn.conv.fp32_precision,
-            torch.backends.cudnn.rnn.fp32_precision,
-            torch.backends.cuda.matmul.fp32_precision,
-        )
+def tf32_flags() -> tuple[bool, bool]:
     return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
@@ -27,13 +17,7 @@ def tf32_flags() -> tuple:
 def restore_flags():
     saved = tf32_flags()
     yield
-    if NEW_FLAGS:
-        conv, rnn, matmul = saved
-        torch.backends.cudnn.conv.fp32_precision = conv
-        torch.backends.cudnn.rnn.fp32_precision = rnn
-        torch.backends.cuda.matmul.fp32_precision = matmul
-    else:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def built_module(tmp_path, overrides):
@@ -43,20 +27,13 @@ def built_module(tmp_path, overrides):
     return regressor_from_settings(settings)
 
 
-@pytest.mark.parametrize(
-    "variant, expected",
-    [
-        ("keras_faithful", ("ieee", "ieee", "ieee") if NEW_FLAGS else (False, False)),
-        ("pytorch_default", None),
-    ],
-)
-def test_variant_sets_tf32_on_setup(tmp_path, restore_flags, variant, expected):
-    before = tf32_flags()
-    module = built_module(tmp_path, [f"model={variant}"])
+def test_keras_faithful_forbids_tf32(tmp_path, restore_flags):
+    module = built_module(tmp_path, ["model=keras_faithful"])
 
     module.setup("fit")
 
-    assert tf32_flags() == (before if expected is None else expected)
+    assert tf32_flags() == (False, False)
+    assert torch.get_float32_matmul_precision() == "highest"
 
 
 def test_tf32_true_allows_it(tmp_path, restore_flags):
@@ -64,7 +41,18 @@ def test_tf32_true_allows_it(tmp_path, restore_flags):
 
     module.setup("fit")
 
-    assert tf32_flags() == (("tf32",) * 3 if NEW_FLAGS else (True, True))
+    assert tf32_flags() == (True, True)
+    assert torch.get_float32_matmul_precision() == "high"
+
+
+def test_null_restores_flags_of_earlier_job(tmp_path, restore_flags):
+    # A sweep runs keras_faithful and pytorch_default jobs in one process.
+    built_module(tmp_path, ["model=keras_faithful"]).setup("fit")
+
+    built_module(tmp_path, ["model=pytorch_default"]).setup("fit")
+
+    # PyTorch's defaults: TF32 for cuDNN convolutions, not for matrix products.
+    assert tf32_flags() == (True, False)
 
 
 def test_tf32_rejects_non_boolean():

@@ -80,9 +80,12 @@ def test_metrics_json_contents(finished_run):
     assert set(metrics["test"]) >= {"test/loss", "test/mae", "test/mse", "test/r2"}
     assert metrics["train_samples_per_s"] > 0
     assert metrics["speed_settings"]["precision"] == "32-true"
-    assert metrics["speed_settings"]["accelerator"] == "cpu"
-    assert metrics["speed_settings"]["threads"] >= 1
+    assert metrics["speed_settings"]["device"] == "cpu"
+    assert metrics["speed_settings"]["processes"] == 1
+    assert metrics["speed_settings"]["batch_size_per_process"] == 16
+    assert metrics["speed_settings"]["threads_per_process"] >= 1
     assert metrics["speed_settings"]["keep_freed_memory"] is True
+    assert metrics["speed_settings"]["tf32"] is False
     assert metrics["wall_time_s"] > 0
     assert metrics["settings"]["net"]["init"] == "keras"
     assert metrics["settings"]["optimizer"]["_target_"] == "volreg.optim.KerasAdam"

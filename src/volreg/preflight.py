@@ -22,12 +22,15 @@ ARCHITECTURE_KEYS = (
 )
 
 
-def check_model_settings(settings: dict[str, Any]) -> None:
+def check_model_settings(settings: dict[str, Any], device: torch.device | str = "cpu") -> None:
     """Build the module and its optimizer from ``settings`` (a resolved ``cfg.model``) for a
-    one-channel 4³ stand-in volume, so that an invalid choice (``model.net.dropout=...``,
-    ``model.optimizer.foreach=true`` with ``fused=true``, ...) fails before the data is built.
+    one-channel 4³ stand-in volume on ``device``, so that an invalid choice
+    (``model.net.dropout=...``, ``model.optimizer.foreach=true`` with ``fused=true``, ...)
+    fails before the data is built.
 
     The constructors raise the errors, so these checks cannot drift from what training runs.
+    The stand-in draws its initial weights from a copy of torch's random state, so the real
+    model gets the same weights for a seed as without this check.
     """
     from volreg.module import regressor_from_settings  # the module imports Lightning
 
@@ -35,14 +38,15 @@ def check_model_settings(settings: dict[str, Any]) -> None:
     stand_in["net"].update(in_channels=1, volume_shape=[4, 4, 4], num_targets=1)
     stand_in["compile"] = False
     try:
-        regressor_from_settings(stand_in).configure_optimizers()
+        with torch.random.fork_rng(devices=[]):
+            regressor_from_settings(stand_in).to(device).configure_optimizers()
     except Exception as error:
         # Hydra wraps a constructor's error in an InstantiationException. The error itself
         # names the problem, so the traceback leaves out Hydra's frames (from None).
         cause = error.__cause__ if isinstance(error, InstantiationException) else error
         raise ValueError(
-            f"a model setting is invalid: {cause} (the settings are model.net.*, model.loss.* "
-            "and model.optimizer.*; docs/settings.md lists their values)"
+            f"a model setting is invalid: {cause} (these are the model.* keys of the config; "
+            "docs/settings.md lists their values)"
         ) from None
 
 

@@ -26,6 +26,8 @@ class RunRecord:
     best_epoch: int | None = None
     epochs_run: int = 0
     wall_time_s: float = 0.0
+    # Samples/s of the first process in training batches, validation excluded. Under DDP the
+    # whole job trains about speed_settings["processes"] times as many.
     train_samples_per_s: float | None = None
     # What train_samples_per_s depends on besides the model settings.
     speed_settings: dict[str, Any] = field(default_factory=dict)

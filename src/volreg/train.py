@@ -110,19 +110,11 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
             f"invalid keep_freed_memory={cfg.keep_freed_memory!r}: expected true or false"
         )
     freed_memory_kept = keep_freed_memory() if cfg.keep_freed_memory else False
-    record.speed_settings = {
-        "accelerator": cfg.trainer.accelerator,
-        "devices": cfg.trainer.devices,
-        "precision": cfg.trainer.precision,
-        "threads": torch.get_num_threads(),
-        "keep_freed_memory": freed_memory_kept,
-    }
     log.info("seeding everything with seed=%d", cfg.seed)
     L.seed_everything(cfg.seed, workers=True)
 
-    # Fail on a bad model or trainer setting, a missing checkpoint or GPU before the data is
+    # Fail on a bad trainer or model setting, a missing checkpoint or GPU before the data is
     # built, which can take minutes. The trainer needs nothing from the data or the model.
-    check_model_settings(OmegaConf.to_container(cfg.model, resolve=True))
     check_accelerator(cfg.trainer.accelerator)
     if cfg.ckpt_path:
         check_checkpoint_file(cfg.ckpt_path)
@@ -132,6 +124,9 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
     loggers = [instantiate(item) for item in cfg.logger.values() if item is not None]
     callbacks.append(throughput)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    check_model_settings(
+        OmegaConf.to_container(cfg.model, resolve=True), trainer.strategy.root_device
+    )
 
     log.info("building the data module (data.source=%s)", cfg.data.source)
     datamodule = instantiate(cfg.data)
@@ -156,6 +151,17 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
         record.set_history(module.val_history)
         record.epochs_run = trainer.current_epoch
         record.train_samples_per_s = throughput.samples_per_second
+        # Read after fit: Lightning's DDP launcher may change the thread count.
+        record.speed_settings = {
+            "device": trainer.strategy.root_device.type,
+            "processes": trainer.world_size,
+            "precision": trainer.precision,
+            "batch_size_per_process": cfg.data.batch_size,
+            "threads_per_process": torch.get_num_threads(),
+            "keep_freed_memory": freed_memory_kept,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32": module.tf32,
+        }
 
     has_test_split = datamodule.describe().split_sizes.get("test", 0) > 0
     if cfg.test and not has_test_split:
