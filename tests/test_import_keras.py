@@ -284,6 +284,7 @@ def test_checkpoint_contents(tmp_path):
     assert settings["net"]["_target_"] == "volreg.models.ResidualCNN3d"
     assert settings["net"]["volume_shape"] == list(SMALL["volume_shape"])
     assert settings["loss"]["kind"] == "l1"
+    assert settings["tf32"] is False
     assert checkpoint["epoch"] == 0
     assert checkpoint["global_step"] == 0
     assert "pytorch-lightning_version" in checkpoint

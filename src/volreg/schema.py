@@ -73,7 +73,8 @@ class ModelConfig:
     compile: bool = False
     # TF32 for float32 convolutions and matrix products on NVIDIA GPUs (Ampere and later):
     # true allows it, false forbids it, null keeps PyTorch's defaults (convolutions only).
-    tf32: bool | None = None
+    # False, like keras_faithful, so that imported Keras models are evaluated in float32.
+    tf32: bool | None = False
 
 
 def register_schemas() -> None:
