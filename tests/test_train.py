@@ -236,3 +236,38 @@ def test_last_checkpoint_is_the_final_epoch(tmp_path):
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2
     assert read_metrics(run_dir)["epochs_run"] == 3
+
+
+def test_sigterm_while_building_data_is_recorded(tmp_path):
+    # 20,000 volumes of 16³ take seconds to generate, so the signal arrives before fit.
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *TINY,
+        "data.grf.shape=[16,16,16]",
+        "data.grf.n_train=20000",
+        f"hydra.run.dir={run_dir}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env=environment,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "building the data module" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    output.append(process.communicate(timeout=120)[0])
+
+    metrics = read_metrics(run_dir)
+    assert process.returncode == 128 + signal.SIGTERM, "".join(output)[-3000:]
+    assert metrics["status"] == "interrupted"
+    assert not (run_dir / "checkpoints").exists()

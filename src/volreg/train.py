@@ -6,8 +6,10 @@ Run ``python train.py`` (or ``volreg-train``) with Hydra overrides, e.g.
 
 import logging
 import signal
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -104,44 +106,47 @@ def run(cfg: DictConfig) -> float:
 
 
 def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None:
-    set_threads(cfg.threads)
-    if not isinstance(cfg.keep_freed_memory, bool):
-        raise ValueError(
-            f"invalid keep_freed_memory={cfg.keep_freed_memory!r}: expected true or false"
+    # Until fit installs Lightning's handler, SIGTERM (a cluster's preemption) would end the
+    # process at once. Inside this block it ends the run as interrupted, with metrics.json.
+    with _sigterm_raises():
+        set_threads(cfg.threads)
+        if not isinstance(cfg.keep_freed_memory, bool):
+            raise ValueError(
+                f"invalid keep_freed_memory={cfg.keep_freed_memory!r}: expected true or false"
+            )
+        freed_memory_kept = keep_freed_memory() if cfg.keep_freed_memory else False
+        log.info("seeding everything with seed=%d", cfg.seed)
+        L.seed_everything(cfg.seed, workers=True)
+
+        # Fail on a bad trainer or model setting, a missing checkpoint or GPU before the data is
+        # built, which can take minutes. The trainer needs nothing from the data or the model.
+        check_accelerator(cfg.trainer.accelerator)
+        if cfg.ckpt_path:
+            check_checkpoint_file(cfg.ckpt_path)
+        throughput = ThroughputMeter()
+        # A group entry set to null (callbacks.early_stopping=null) is left out.
+        callbacks = [instantiate(item) for item in cfg.callbacks.values() if item is not None]
+        loggers = [instantiate(item) for item in cfg.logger.values() if item is not None]
+        callbacks.append(throughput)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        check_model_settings(
+            OmegaConf.to_container(cfg.model, resolve=True), trainer.strategy.root_device
         )
-    freed_memory_kept = keep_freed_memory() if cfg.keep_freed_memory else False
-    log.info("seeding everything with seed=%d", cfg.seed)
-    L.seed_everything(cfg.seed, workers=True)
 
-    # Fail on a bad trainer or model setting, a missing checkpoint or GPU before the data is
-    # built, which can take minutes. The trainer needs nothing from the data or the model.
-    check_accelerator(cfg.trainer.accelerator)
-    if cfg.ckpt_path:
-        check_checkpoint_file(cfg.ckpt_path)
-    throughput = ThroughputMeter()
-    # A group entry set to null (callbacks.early_stopping=null) is left out.
-    callbacks = [instantiate(item) for item in cfg.callbacks.values() if item is not None]
-    loggers = [instantiate(item) for item in cfg.logger.values() if item is not None]
-    callbacks.append(throughput)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    check_model_settings(
-        OmegaConf.to_container(cfg.model, resolve=True), trainer.strategy.root_device
-    )
+        log.info("building the data module (data.source=%s)", cfg.data.source)
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
 
-    log.info("building the data module (data.source=%s)", cfg.data.source)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-
-    log.info(
-        "building the model: in_channels=%d, volume_shape=%s, num_targets=%d",
-        datamodule.in_channels,
-        list(datamodule.volume_shape),
-        datamodule.num_targets,
-    )
-    module = build_module(cfg, datamodule)
-    if cfg.train and cfg.ckpt_path:
-        check_resume(cfg.ckpt_path, module.hparams.settings)
+        log.info(
+            "building the model: in_channels=%d, volume_shape=%s, num_targets=%d",
+            datamodule.in_channels,
+            list(datamodule.volume_shape),
+            datamodule.num_targets,
+        )
+        module = build_module(cfg, datamodule)
+        if cfg.train and cfg.ckpt_path:
+            check_resume(cfg.ckpt_path, module.hparams.settings)
 
     try:
         if cfg.train:
@@ -177,6 +182,27 @@ def train_and_test(cfg: DictConfig, record: RunRecord, output_dir: Path) -> None
         # stage sits in a new writer's buffer until it is closed too.
         for logger in trainer.loggers:
             logger.finalize("success")
+
+
+@contextmanager
+def _sigterm_raises():
+    """Raise Lightning's SIGTERMException on SIGTERM inside the block (main thread only).
+
+    Lightning's own handler, installed for fit, calls the handler it finds, so this one is
+    removed before fit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SIGTERMException()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_module(cfg: DictConfig, datamodule) -> VolumeRegressor:
