@@ -183,17 +183,15 @@ def test_epoch_summary_logs_current_losses(tmp_path, caplog):
     assert lines[1].startswith(f"epoch 2/2: train/loss {train_losses[1]:.4f}, val/loss ")
 
 
-@pytest.mark.parametrize(
-    "signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"]
-)
-def test_interrupt_leaves_resumable_checkpoint(tmp_path, signal_number):
-    run_dir = tmp_path / "run"
+def signal_train(tmp_path, overrides, marker, signal_number):
+    """Run train.py in a subprocess, send ``signal_number`` once it logs ``marker``, and
+    return the process (ended) and its output."""
     command = [
         sys.executable,
         str(REPO / "train.py"),
         *TINY,
-        "trainer.max_epochs=1000",
-        f"hydra.run.dir={run_dir}",
+        *overrides,
+        f"hydra.run.dir={tmp_path / 'run'}",
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -208,13 +206,24 @@ def test_interrupt_leaves_resumable_checkpoint(tmp_path, signal_number):
     output = []
     for line in process.stdout:
         output.append(line)
-        if "epoch 2/1000" in line:
+        if marker in line:
             break
     process.send_signal(signal_number)
     output.append(process.communicate(timeout=120)[0])
+    return process, "".join(output)
+
+
+@pytest.mark.parametrize(
+    "signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"]
+)
+def test_interrupt_leaves_resumable_checkpoint(tmp_path, signal_number):
+    run_dir = tmp_path / "run"
+    process, output = signal_train(
+        tmp_path, ["trainer.max_epochs=1000"], "epoch 2/1000", signal_number
+    )
 
     metrics = read_metrics(run_dir)
-    assert process.returncode != 0, "".join(output)[-3000:]
+    assert process.returncode != 0, output[-3000:]
     assert metrics["status"] == "interrupted"
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] >= 1
@@ -240,34 +249,11 @@ def test_last_checkpoint_is_the_final_epoch(tmp_path):
 
 def test_sigterm_while_building_data_is_recorded(tmp_path):
     # 20,000 volumes of 16³ take seconds to generate, so the signal arrives before fit.
-    run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
-        *TINY,
-        "data.grf.shape=[16,16,16]",
-        "data.grf.n_train=20000",
-        f"hydra.run.dir={run_dir}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-    ]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        env=environment,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if "building the data module" in line:
-            break
-    process.send_signal(signal.SIGTERM)
-    output.append(process.communicate(timeout=120)[0])
+    overrides = ["data.grf.shape=[16,16,16]", "data.grf.n_train=20000"]
+    process, output = signal_train(tmp_path, overrides, "building the data module", signal.SIGTERM)
 
+    run_dir = tmp_path / "run"
     metrics = read_metrics(run_dir)
-    assert process.returncode == 128 + signal.SIGTERM, "".join(output)[-3000:]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert metrics["status"] == "interrupted"
     assert not (run_dir / "checkpoints").exists()
