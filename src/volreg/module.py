@@ -20,7 +20,7 @@ from torchmetrics import (
 from torchmetrics.regression import R2Score
 
 from volreg.options import check_choice
-from volreg.tf32 import set_tf32
+from volreg.tf32 import check_tf32, set_tf32
 
 SPLITS = ("train", "val", "test")
 MEMORY_FORMATS = {
@@ -43,8 +43,8 @@ class VolumeRegressor(L.LightningModule):
             weights and input volumes.
         compile: compile the network with torch.compile (in place, so checkpoint keys stay).
         tf32: allow (True) or forbid (False) TF32 for float32 convolutions and matrix products
-            on NVIDIA GPUs, set when the trainer sets the module up; None keeps PyTorch's
-            defaults.
+            on NVIDIA GPUs, applied when the trainer sets the module up. None restores the
+            flags the process started with (PyTorch's defaults unless the user changed them).
         target_mean, target_std: (P,) scale of standardised targets. Predictions and
             targets are mapped back to target units before the metrics see them.
     """
@@ -84,9 +84,7 @@ class VolumeRegressor(L.LightningModule):
         self.net = net.to(memory_format=self.memory_format)
         if compile:
             self.net.compile()
-        if tf32 is not None and not isinstance(tf32, bool):
-            raise ValueError(f"invalid tf32={tf32!r}: expected true, false or null")
-        self.tf32 = tf32
+        self.tf32 = check_tf32(tf32)
         self.loss_fn = loss
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler

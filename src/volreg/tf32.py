@@ -8,6 +8,13 @@ import torch
 _INITIAL = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
 
 
+def check_tf32(enabled: object) -> bool | None:
+    """Return ``enabled`` if it is True, False or None, else raise a ValueError."""
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"invalid tf32={enabled!r}: expected true, false or null")
+    return enabled
+
+
 def set_tf32(enabled: bool | None) -> None:
     """Allow (True) or forbid (False) TF32 in cuDNN and CUDA float32 products; None restores
     the flags as the process started with them (PyTorch's defaults: TF32 for cuDNN
@@ -18,8 +25,7 @@ def set_tf32(enabled: bool | None) -> None:
     setting those makes later reads of ``allow_tf32`` (which Lightning does) raise.
     NOTE: the tests check the flags on a CPU only; no GPU run has confirmed their effect.
     """
-    if enabled is not None and not isinstance(enabled, bool):
-        raise ValueError(f"invalid tf32={enabled!r}: expected true, false or null")
+    check_tf32(enabled)
     cudnn, matmul = _INITIAL if enabled is None else (enabled, enabled)
     torch.backends.cudnn.allow_tf32 = cudnn
     torch.backends.cuda.matmul.allow_tf32 = matmul

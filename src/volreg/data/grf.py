@@ -129,6 +129,7 @@ def to_targets(
 
 
 def cache_path(settings: GrfSettings, cache_dir: Path) -> Path:
+    """Return the cache file of the splits that ``settings`` describe."""
     return cache_dir / f"grf-{settings.cache_key()}.npz"
 
 
