@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--memory-format", default="contiguous", choices=list(MEMORY_FORMATS))
     parser.add_argument("--adam", default="fused", choices=["loop", "foreach", "fused"])
     parser.add_argument("--dropout-masks", default="packed", choices=["packed", "bernoulli"])
+    parser.add_argument("--conv-algorithm", default="auto", choices=["auto", "direct", "fourier"])
     parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if args.keep_freed_memory:
@@ -39,6 +40,7 @@ def main() -> None:
         volume_shape=(args.volume,) * 3,
         widths=[args.width, args.width, 2 * args.width],
         dropout_masks=args.dropout_masks,
+        conv_algorithm=args.conv_algorithm,
     )
     net = net.to(memory_format=memory_format).train()
     optimizer = KerasAdam(net.parameters(), **adam_options(vars(args)))

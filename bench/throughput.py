@@ -51,6 +51,7 @@ def torch_net(width: int, volume: int, options: dict):
         volume_shape=(volume,) * 3,
         widths=widths_for(width),
         dropout_masks=options["dropout_masks"],
+        conv_algorithm=options["conv_algorithm"],
     )
 
 
@@ -127,14 +128,16 @@ def flops_per_sample(width: int, volume: int, options: dict) -> float:
     """Floating-point operations of one training step per sample: forward and backward.
 
     Counted by ``torch.utils.flop_counter`` on a batch of 2 (convolutions and matrix
-    products, a multiply-add as two), as model FLOP utilisation counts them.
+    products, a multiply-add as two), as model FLOP utilisation counts them. The count is
+    that of direct convolutions whatever ``options["conv_algorithm"]`` says: the model's
+    arithmetic, not the smaller one of the frequency-domain products.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from volreg.losses import RegressionLoss
 
-    net = torch_net(width, volume, options).train()
+    net = torch_net(width, volume, {**options, "conv_algorithm": "direct"}).train()
     batch = 2
     counter = FlopCounterMode(display=False)
     with counter:
@@ -330,6 +333,7 @@ def torch_options(args) -> dict:
         "memory_format": args.memory_format,
         "adam": args.adam,
         "dropout_masks": args.dropout_masks,
+        "conv_algorithm": args.conv_algorithm,
         "compile": args.compile,
     }
 
@@ -441,6 +445,12 @@ def main() -> None:
         default="packed",
         choices=["packed", "bernoulli"],
         help="how element dropout draws its masks (model.net.dropout_masks)",
+    )
+    parser.add_argument(
+        "--conv-algorithm",
+        default="auto",
+        choices=["auto", "direct", "fourier"],
+        help="how the conv blocks compute (model.net.conv_algorithm)",
     )
     parser.add_argument(
         "--compile",

@@ -63,8 +63,10 @@ def test_flops_cover_forward_and_backward():
     # Backward: gradients of the weights and of the inputs, except for the input volume.
     backward = conv_forward[0] + 2 * sum(conv_forward[1:]) + 2 * sum(dense_forward)
     expected = sum(conv_forward) + sum(dense_forward) + backward
-    options = {"dropout_masks": "packed"}
-    assert flops_per_sample(width, edge, options) == expected
+    # The model's arithmetic, also where the conv blocks compute in the frequency domain.
+    for algorithm in ("direct", "fourier"):
+        options = {"dropout_masks": "packed", "conv_algorithm": algorithm}
+        assert flops_per_sample(width, edge, options) == expected
 
 
 @pytest.mark.skipif(

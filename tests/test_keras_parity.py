@@ -21,6 +21,7 @@ KERAS_SETTINGS = {
     "bn_eps": 1e-3,
     "bn_running_var": "biased",
     "init": "keras",
+    "conv_algorithm": "auto",
 }
 BATCH = 8
 STEPS = 20
@@ -173,6 +174,23 @@ def test_training_differs_with_port_setting(overrides, optimizer_class):
 
     with pytest.raises(AssertionError):
         assert_states_close(net, reference)
+
+
+@pytest.mark.parametrize("conv_algorithm", ["direct", "fourier"])
+def test_conv_algorithms_keep_parity(conv_algorithm):
+    # keras_faithful's "auto" mixes the two: direct for the one-channel input, fourier after.
+    model = keras_model()
+    net = net_from_keras(model, conv_algorithm=conv_algorithm)
+    volumes, _ = make_batches(1)
+    np.testing.assert_allclose(
+        net_output(net, volumes[0], training=False),
+        keras_output(model, volumes[0], training=False),
+        atol=1e-5,
+        rtol=0,
+    )
+
+    net, reference = trained_pair(LR, {"conv_algorithm": conv_algorithm})
+    assert_states_close(net, reference)
 
 
 def test_trainable_parameter_count_matches_keras():

@@ -32,6 +32,7 @@ def test_output_shape(num_targets):
         ("init", "he"),
         ("bn_running_var", "sample"),
         ("dropout_masks", "philox"),
+        ("conv_algorithm", "fft"),
     ],
 )
 def test_invalid_choice_lists_allowed_values(setting, value):

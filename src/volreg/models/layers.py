@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from volreg.models.dropout import PackedDropout
+from volreg.models.fourier_conv import AutoConv3d, FourierConv3d
 from volreg.options import check_choice
 
 
@@ -96,6 +97,26 @@ def make_batch_norm(channels: int, momentum: float, eps: float, running_var: str
     if eps <= 0.0:
         raise ValueError(f"invalid bn_eps={eps!r}: it must be positive (Keras 1e-3, PyTorch 1e-5)")
     return BATCH_NORM_LAYERS[running_var](channels, eps=eps, momentum=momentum)
+
+
+def _direct_conv3d(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv3d:
+    return nn.Conv3d(in_channels, out_channels, kernel_size, padding="same")
+
+
+# How a conv block computes its convolution; all keep the parameters of nn.Conv3d.
+CONV_ALGORITHMS = {
+    # torch's conv3d: oneDNN on the CPU, cuDNN on a GPU.
+    "direct": _direct_conv3d,
+    # A product per frequency after DFTs (volreg.models.fourier_conv).
+    "fourier": FourierConv3d,
+    # Fourier for float32 on the CPU with more than one input channel, direct elsewhere.
+    "auto": AutoConv3d,
+}
+
+
+def make_conv(in_channels: int, out_channels: int, kernel_size: int, algorithm: str) -> nn.Conv3d:
+    check_choice("conv_algorithm", algorithm, CONV_ALGORITHMS)
+    return CONV_ALGORITHMS[algorithm](in_channels, out_channels, kernel_size)
 
 
 class Projection(nn.Conv3d):

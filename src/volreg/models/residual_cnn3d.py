@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from volreg.models.init import INIT_SCHEMES
-from volreg.models.layers import Projection, make_batch_norm, make_dropout
+from volreg.models.layers import Projection, make_batch_norm, make_conv, make_dropout
 from volreg.options import check_choice
 
 RESIDUAL_MODES = ("separate", "shared")
@@ -16,16 +16,9 @@ RESIDUAL_MODES = ("separate", "shared")
 class ConvBlock(nn.Sequential):
     """Conv3d (same padding) → ReLU → BatchNorm3d → dropout, the order of the Keras script."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        norm: nn.Module,
-        dropout: nn.Module,
-    ) -> None:
+    def __init__(self, conv: nn.Conv3d, norm: nn.Module, dropout: nn.Module) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding="same")
+        self.conv = conv
         # In place: the convolution's backward pass does not need its output.
         self.act = nn.ReLU(inplace=True)
         self.norm = norm
@@ -57,6 +50,9 @@ class ResidualCNN3d(nn.Module):
         bn_eps: BatchNorm epsilon (Keras 1e-3, PyTorch 1e-5).
         bn_running_var: "biased" (Keras's moving variance) or "unbiased" (PyTorch's).
         init: "keras", "port" or "torch"; see ``volreg.models.init``.
+        conv_algorithm: how the conv blocks compute: "direct" (torch's conv3d), "fourier"
+            (per-frequency products after DFTs, ``volreg.models.fourier_conv``) or "auto"
+            (fourier for float32 on the CPU where the input has more than one channel).
     """
 
     def __init__(
@@ -75,6 +71,7 @@ class ResidualCNN3d(nn.Module):
         bn_eps: float = 1e-3,
         bn_running_var: str = "biased",
         init: str = "keras",
+        conv_algorithm: str = "direct",
     ) -> None:
         super().__init__()
         volume_shape = tuple(volume_shape)
@@ -95,9 +92,7 @@ class ResidualCNN3d(nn.Module):
             norm = make_batch_norm(width, bn_momentum, bn_eps, bn_running_var)
             blocks.append(
                 ConvBlock(
-                    channels,
-                    width,
-                    kernel_size,
+                    make_conv(channels, width, kernel_size, conv_algorithm),
                     norm,
                     make_dropout(dropout, dropout_rate, dropout_masks),
                 )
