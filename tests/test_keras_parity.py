@@ -112,17 +112,19 @@ def assert_states_close(actual, expected):
             )
 
 
-def test_forward_eval_matches_keras():
-    model = keras_model()
-    net = net_from_keras(model)
+def assert_eval_outputs_match(net, model):
     volumes, _ = make_batches(1)
-
     np.testing.assert_allclose(
         net_output(net, volumes[0], training=False),
         keras_output(model, volumes[0], training=False),
         atol=1e-5,
         rtol=0,
     )
+
+
+def test_forward_eval_matches_keras():
+    model = keras_model()
+    assert_eval_outputs_match(net_from_keras(model), model)
 
 
 def test_forward_training_matches_keras():
@@ -180,14 +182,7 @@ def test_training_differs_with_port_setting(overrides, optimizer_class):
 def test_conv_algorithms_keep_parity(conv_algorithm):
     # keras_faithful's "auto" mixes the two: direct for the one-channel input, fourier after.
     model = keras_model()
-    net = net_from_keras(model, conv_algorithm=conv_algorithm)
-    volumes, _ = make_batches(1)
-    np.testing.assert_allclose(
-        net_output(net, volumes[0], training=False),
-        keras_output(model, volumes[0], training=False),
-        atol=1e-5,
-        rtol=0,
-    )
+    assert_eval_outputs_match(net_from_keras(model, conv_algorithm=conv_algorithm), model)
 
     net, reference = trained_pair(LR, {"conv_algorithm": conv_algorithm})
     assert_states_close(net, reference)
@@ -223,14 +218,7 @@ def test_fast_paths_keep_forward_parity(module_options, optimizer_options):
         partial(KerasAdam, **optimizer_options),
         **module_options,
     )
-    volumes, _ = make_batches(1)
-
-    np.testing.assert_allclose(
-        net_output(module, volumes[0], training=False),
-        keras_output(model, volumes[0], training=False),
-        atol=1e-5,
-        rtol=0,
-    )
+    assert_eval_outputs_match(module, model)
 
 
 @pytest.mark.parametrize(("module_options", "optimizer_options"), FAST_PATHS)
