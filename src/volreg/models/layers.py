@@ -109,7 +109,7 @@ CONV_ALGORITHMS = {
     "direct": _direct_conv3d,
     # A product per frequency after DFTs (volreg.models.fourier_conv).
     "fourier": FourierConv3d,
-    # Fourier for float32 on the CPU with more than one input channel, direct elsewhere.
+    # Fourier on the CPU where the shapes make it faster, direct elsewhere.
     "auto": AutoConv3d,
 }
 

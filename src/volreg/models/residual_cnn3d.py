@@ -52,7 +52,7 @@ class ResidualCNN3d(nn.Module):
         init: "keras", "port" or "torch"; see ``volreg.models.init``.
         conv_algorithm: how the conv blocks compute: "direct" (torch's conv3d), "fourier"
             (per-frequency products after DFTs, ``volreg.models.fourier_conv``) or "auto"
-            (fourier for float32 on the CPU where the input has more than one channel).
+            (fourier on the CPU where the shapes make it faster, see ``AutoConv3d``).
     """
 
     def __init__(
