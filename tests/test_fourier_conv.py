@@ -98,7 +98,7 @@ def test_under_autocast_computes_in_float32():
     torch.testing.assert_close(out, F.conv3d(volumes, conv.weight, conv.bias, padding=1))
 
 
-def test_auto_picks_by_dtype_device_and_autocast():
+def test_auto_picks_by_dtype_and_autocast():
     conv = AutoConv3d(16, 16, 5)
     volumes = torch.rand(16, 16, 8, 8, 8)
 

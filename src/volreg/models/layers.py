@@ -103,7 +103,7 @@ def _direct_conv3d(in_channels: int, out_channels: int, kernel_size: int) -> nn.
     return nn.Conv3d(in_channels, out_channels, kernel_size, padding="same")
 
 
-# How a conv block computes its convolution; all keep the parameters of nn.Conv3d.
+# Conv block convolutions by algorithm. All keep the parameters of nn.Conv3d.
 CONV_ALGORITHMS = {
     # torch's conv3d: oneDNN on the CPU, cuDNN on a GPU.
     "direct": _direct_conv3d,
