@@ -410,6 +410,11 @@ def machine(device: str = "cpu") -> str:
     )
 
 
+def add_switch(parser: argparse.ArgumentParser, flag: str, default: bool, help: str) -> None:
+    """Add ``flag`` and its ``--no-`` form to ``parser``."""
+    parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -452,17 +457,12 @@ def main() -> None:
         choices=["auto", "direct", "fourier"],
         help="how the conv blocks compute (model.net.conv_algorithm)",
     )
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="torch.compile the network (model.compile)",
-    )
-    parser.add_argument(
+    add_switch(parser, "--compile", False, "torch.compile the network (model.compile)")
+    add_switch(
+        parser,
         "--keep-freed-memory",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep freed memory in every engine's process (the keep_freed_memory setting)",
+        True,
+        "keep freed memory in every engine's process (the keep_freed_memory setting)",
     )
     parser.add_argument(
         "--precision",
@@ -483,18 +483,18 @@ def main() -> None:
         choices=["cpu", "cuda"],
         help="where the PyTorch engines train",
     )
-    parser.add_argument(
+    add_switch(
+        parser,
         "--tf32",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="let float32 convolutions and matrix products use TF32 on NVIDIA GPUs "
+        False,
+        "let float32 convolutions and matrix products use TF32 on NVIDIA GPUs "
         "(model.tf32; keras_faithful keeps it off)",
     )
-    parser.add_argument(
+    add_switch(
+        parser,
         "--cudnn-benchmark",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="let cuDNN time its algorithms for each shape (trainer.benchmark)",
+        False,
+        "let cuDNN time its algorithms for each shape (trainer.benchmark)",
     )
     parser.add_argument(
         "--engines",

@@ -31,7 +31,7 @@ class NetConfig:
     bn_eps: float = 1e-3
     bn_running_var: str = "biased"
     init: str = "keras"
-    # How the conv blocks compute: "direct", "fourier" or "auto" (fourier on the CPU where faster).
+    # Algorithm of the conv blocks: "direct", "fourier" or "auto" (fourier on the CPU where faster).
     conv_algorithm: str = "direct"
 
 
