@@ -144,6 +144,21 @@ def test_resume_matches_uninterrupted(tmp_path):
         )
 
 
+def test_resume_with_missing_best_checkpoint_tests(tmp_path):
+    # A run stopped while it wrote its best checkpoint leaves a last.ckpt that names a best
+    # file that is not there. Resuming it with no epochs left must still test and finish.
+    _, first = train(tmp_path / "first", ["trainer.max_epochs=2"])
+    for path in (first / "checkpoints").glob("epoch_*.ckpt"):
+        path.unlink()
+    resume_from = first / "checkpoints" / "last.ckpt"
+
+    _, resumed = train(tmp_path / "resumed", ["trainer.max_epochs=2", f"ckpt_path={resume_from}"])
+
+    metrics = read_metrics(resumed)
+    assert metrics["status"] == "completed"
+    assert metrics["test"]["test/loss"] > 0
+
+
 def test_non_finite_loss_ends_as_diverged(tmp_path):
     # At lr 1e6 the first epoch still ends finite, the second produces NaN (measured with the
     # per-tensor update; the fused one stays finite longer).

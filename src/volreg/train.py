@@ -234,7 +234,11 @@ def test_best(
     # directory, while metrics.json's best_val_loss covers the checkpoint's whole history.
     checkpoint = trainer.checkpoint_callback
     best = (checkpoint.best_model_path if checkpoint is not None else "") or ckpt_path
-    if best:
+    if best and not Path(best).is_file():
+        # A resumed checkpoint can name a best file that its run was stopped before writing.
+        log.warning("the best checkpoint %s is missing: testing the current weights", best)
+        best = None
+    elif best:
         log.info("testing the checkpoint %s", best)
     else:
         log.info("no checkpoint was saved (fast_dev_run): testing the current weights")
